@@ -1,0 +1,64 @@
+"""One exception family for the SDK, carrying the gRPC status code and the server's message."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class FaceGateError(Exception):
+    """A failed call. ``code`` is the grpc.StatusCode, ``message`` the server's details."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.name}: {message}")
+
+
+class InvalidArgument(FaceGateError):
+    pass
+
+
+class NotFound(FaceGateError):
+    pass
+
+
+class AlreadyExists(FaceGateError):
+    pass
+
+
+class FailedPrecondition(FaceGateError):
+    pass
+
+
+class PermissionDenied(FaceGateError):
+    pass
+
+
+class ResourceExhausted(FaceGateError):
+    pass
+
+
+class Unavailable(FaceGateError):
+    pass
+
+
+class DeadlineExceeded(FaceGateError):
+    pass
+
+
+_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def from_rpc_error(err: grpc.RpcError) -> FaceGateError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    return _BY_CODE.get(code, FaceGateError)(code, details or "")

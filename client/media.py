@@ -1,0 +1,58 @@
+"""Reading images and videos from disk into frames to send. Videos need opencv (facegate[video])."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from facegate.client.v1 import facegate_pb2 as pb
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".webm", ".mov", ".mkv"}
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
+                 max_side: int = 640) -> Iterator[pb.Frame]:
+    """JPEG-encoded frames of a video, with timestamps from its frame rate."""
+    try:
+        import cv2
+    except ImportError as e:  # the base install has no opencv
+        raise RuntimeError("reading videos needs opencv: pip install 'facegate[video]'") from e
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    if not 1.0 <= fps <= 240.0:  # webm often reports 1000
+        fps = 25.0
+    i = sent = 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                h, w = bgr.shape[:2]
+                if max(h, w) > max_side:
+                    s = max_side / max(h, w)
+                    bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+                ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                yield pb.Frame(encoded=buf.tobytes(), timestamp_ms=int(1 + i * 1000.0 / fps))
+                sent += 1
+                if max_frames and sent >= max_frames:
+                    break
+            i += 1
+    finally:
+        cap.release()
+
+
+def media_frames(path: str | Path, max_frames: int = 0, every: int = 1) -> Iterator[pb.Frame]:
+    """Frames of an image file (sent as is) or a video."""
+    p = Path(path)
+    if is_video(p):
+        yield from video_frames(p, max_frames, every)
+    else:
+        yield pb.Frame(encoded=p.read_bytes())

@@ -1,0 +1,160 @@
+"""Building request messages and reading responses: shared by every client flavour."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Union
+
+import numpy as np
+
+from facegate.client.v1 import facegate_pb2 as pb
+
+# What the SDK accepts as one frame: a file path, encoded JPEG/PNG bytes, an RGB uint8 array
+# (H, W, 3), or a ready pb.Frame.
+FrameLike = Union[str, os.PathLike, bytes, np.ndarray, pb.Frame]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    score: float
+    threshold: float
+    passed: bool
+    applicable: bool
+    required: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The server's final answer for one session."""
+
+    outcome: str
+    live: bool
+    liveness_score: float
+    liveness_threshold: float
+    reasons: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
+    spoof_cue_score: float | None = None
+    matched: bool = False
+    subject_id: str = ""
+    display_name: str = ""
+    similarity: float | None = None
+    match_threshold: float | None = None
+    frames_received: int = 0
+    frames_with_face: int = 0
+    session_id: str = ""
+    elapsed_ms: float = 0.0
+    events: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "ACCEPTED"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("events")
+        d["checks"] = [asdict(c) for c in self.checks]
+        d["reasons"] = list(self.reasons)
+        return d
+
+
+@dataclass(frozen=True)
+class Subject:
+    subject_id: str
+    display_name: str
+    samples: int
+    created_unix_ms: int
+    updated_unix_ms: int
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    outcome: str  # ENROLLED, ENROLL_REJECTED_SPOOF, ENROLL_NO_FACE
+    subject: Subject | None
+    liveness: Decision | None
+    reasons: tuple[str, ...]
+
+    @property
+    def enrolled(self) -> bool:
+        return self.outcome == "ENROLLED"
+
+
+def to_frame(item: FrameLike, timestamp_ms: int = 0) -> pb.Frame:
+    if isinstance(item, pb.Frame):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        with open(item, "rb") as f:
+            return pb.Frame(encoded=f.read(), timestamp_ms=timestamp_ms)
+    if isinstance(item, (bytes, bytearray)):
+        return pb.Frame(encoded=bytes(item), timestamp_ms=timestamp_ms)
+    if isinstance(item, np.ndarray):
+        arr = np.ascontiguousarray(item, dtype=np.uint8)
+        if arr.ndim == 2:
+            fmt = pb.GRAY8
+        elif arr.ndim == 3 and arr.shape[2] == 3:
+            fmt = pb.RGB8
+        else:
+            raise ValueError(f"an array frame must be (H, W) or (H, W, 3), got {arr.shape}")
+        raw = pb.RawImage(pixels=arr.tobytes(), width=arr.shape[1], height=arr.shape[0],
+                          format=fmt)
+        return pb.Frame(raw=raw, timestamp_ms=timestamp_ms)
+    raise TypeError(f"cannot send {type(item).__name__} as a frame")
+
+
+def _mode(mode: str) -> int:
+    name = {"liveness": "LIVENESS_ONLY"}.get(mode.lower(), mode.upper())
+    return pb.Mode.Value(name)
+
+
+def session_config(mode: str = "identify", claim: str | None = None,
+                   challenges: Iterable[str] = (), client_id: str = "", device_id: str = "",
+                   max_frames: int = 0) -> pb.SessionConfig:
+    if claim and mode.lower() == "identify":
+        mode = "verify"
+    return pb.SessionConfig(mode=_mode(mode), claimed_subject_id=claim or "",
+                            challenges=[pb.Challenge.Value(c.upper()) for c in challenges],
+                            client_id=client_id, device_id=device_id, max_frames=max_frames)
+
+
+def auth_requests(config: pb.SessionConfig, frames: Iterable[FrameLike]) -> Iterator[pb.AuthRequest]:
+    yield pb.AuthRequest(config=config)
+    for f in frames:
+        yield pb.AuthRequest(frame=to_frame(f))
+
+
+def enroll_requests(config: pb.EnrollConfig, frames: Iterable[FrameLike]
+                    ) -> Iterator[pb.EnrollRequest]:
+    yield pb.EnrollRequest(config=config)
+    for f in frames:
+        yield pb.EnrollRequest(frame=to_frame(f))
+
+
+def decision(msg: pb.Decision, events: tuple = ()) -> Decision:
+    has_match = msg.HasField("match")
+    return Decision(
+        outcome=pb.Outcome.Name(msg.outcome), live=msg.live, liveness_score=msg.liveness_score,
+        liveness_threshold=msg.liveness_threshold, reasons=tuple(msg.reasons),
+        checks=tuple(Check(c.name, c.score, c.threshold, c.passed, c.applicable, c.required,
+                           c.reason) for c in msg.checks),
+        spoof_cue_score=msg.spoof_cue_score if msg.HasField("spoof_cue_score") else None,
+        matched=msg.matched,
+        subject_id=msg.match.subject_id if has_match else "",
+        display_name=msg.match.display_name if has_match else "",
+        similarity=msg.match.similarity if has_match else None,
+        match_threshold=msg.match.threshold if has_match else None,
+        frames_received=msg.frames_received, frames_with_face=msg.frames_with_face,
+        session_id=msg.session_id, elapsed_ms=msg.elapsed_ms, events=events)
+
+
+def subject(msg: pb.Subject) -> Subject:
+    return Subject(msg.subject_id, msg.display_name, msg.samples, msg.created_unix_ms,
+                   msg.updated_unix_ms)
+
+
+def enroll_result(msg: pb.EnrollResponse) -> EnrollResult:
+    return EnrollResult(pb.EnrollOutcome.Name(msg.outcome),
+                        subject(msg.subject) if msg.HasField("subject") else None,
+                        decision(msg.liveness) if msg.HasField("liveness") else None,
+                        tuple(msg.reasons))

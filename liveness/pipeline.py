@@ -1,0 +1,183 @@
+"""From frames to a liveness verdict: detect, crop, score each frame, fuse over the stream.
+
+A :class:`LivenessPipeline` holds the loaded models (one per process, shared by all streams);
+a :class:`LivenessSession` holds one stream's evidence and is cheap to create.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from facegate.liveness.blink import BlinkCheck, face_ear
+from facegate.liveness.challenges import BlinkChallenge, make_challenge
+from facegate.liveness.detect import FaceDetector, face_crop
+from facegate.liveness.fusion import AllRequiredFusion, Fusion
+from facegate.liveness.texture import TextureCheck
+from facegate.liveness.types import CheckResult, Face, LivenessResult
+
+# Quality hints, in fractions of the frame's shorter side and 0-255 luminance.
+MIN_FACE_FRACTION = 0.15
+MAX_FACE_FRACTION = 0.85
+DARK, BRIGHT = 50.0, 215.0
+BLUR_VARIANCE = 12.0
+CENTER_TOLERANCE = 0.3
+
+HINT_MESSAGES = {
+    "NO_FACE": "no face found: look at the camera",
+    "MOVE_CLOSER": "move closer",
+    "MOVE_BACK": "move back",
+    "TOO_DARK": "too dark: face a light",
+    "TOO_BRIGHT": "too bright: avoid backlight",
+    "BLURRY": "hold still",
+    "MULTIPLE_FACES": "only one person please",
+    "CENTER_FACE": "centre your face",
+}
+
+
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """What one frame showed. ``face`` is the judged (largest) face or None."""
+
+    index: int
+    timestamp_ms: float
+    faces: tuple[Face, ...]
+    texture_score: float | None
+    ear: float | None
+    hints: tuple[str, ...]
+
+    @property
+    def face(self) -> Face | None:
+        return self.faces[0] if self.faces else None
+
+
+def quality_hints(face: Face | None, n_faces: int) -> tuple[str, ...]:
+    """Advice for the person in front of the camera; never part of the liveness verdict."""
+    if face is None:
+        return ("NO_FACE",)
+    hints = []
+    h, w = face.frame.shape[:2]
+    size = max(face.width, face.height) / min(h, w)
+    if size < MIN_FACE_FRACTION:
+        hints.append("MOVE_CLOSER")
+    elif size > MAX_FACE_FRACTION:
+        hints.append("MOVE_BACK")
+    cx = (face.box[0] + face.box[2]) / 2 / w - 0.5
+    cy = (face.box[1] + face.box[3]) / 2 / h - 0.5
+    if max(abs(cx), abs(cy)) > CENTER_TOLERANCE and size < MAX_FACE_FRACTION:
+        hints.append("CENTER_FACE")
+    gray = cv2.cvtColor(face_crop(face, 64), cv2.COLOR_RGB2GRAY)
+    lum = float(gray.mean())
+    if lum < DARK:
+        hints.append("TOO_DARK")
+    elif lum > BRIGHT:
+        hints.append("TOO_BRIGHT")
+    if float(cv2.Laplacian(gray, cv2.CV_64F).var()) < BLUR_VARIANCE:
+        hints.append("BLURRY")
+    if n_faces > 1:
+        hints.append("MULTIPLE_FACES")
+    return tuple(hints)
+
+
+class LivenessPipeline:
+    """The loaded models and the per-frame analysis.
+
+    ``window`` is how many of the latest face frames the texture score averages over.
+    """
+
+    def __init__(
+        self,
+        texture_weights: str = "livenessnet",
+        texture_threshold: float | None = None,
+        detect_rotations: bool = True,
+        window: int = 8,
+        fusion: Fusion | None = None,
+    ) -> None:
+        self.detector = FaceDetector(try_rotations=detect_rotations)
+        self.texture = TextureCheck(texture_weights, texture_threshold)
+        self.blink = BlinkCheck()
+        self.fusion = fusion or AllRequiredFusion(self.texture.name)
+        self.window = window
+
+    def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
+                landmarks: bool = True) -> FrameAnalysis:
+        """Detect and score one RGB uint8 frame."""
+        faces = tuple(self.detector.detect(frame))
+        face = faces[0] if faces else None
+        texture = ear = None
+        if face is not None:
+            texture = self.texture.score_face(face)
+            ear = face_ear(face) if landmarks else None
+        return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
+                             quality_hints(face, len(faces)))
+
+    def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
+                ) -> LivenessSession:
+        return LivenessSession(self, challenges, challenge_deadline_ms)
+
+
+class LivenessSession:
+    """One stream's evidence: per-frame scores, EARs and the asked challenges."""
+
+    def __init__(self, pipeline: LivenessPipeline, challenges: Sequence[str] = (),
+                 challenge_deadline_ms: int = 5000) -> None:
+        self.pipeline = pipeline
+        self.textures: deque[float] = deque(maxlen=pipeline.window)
+        self.ears: list[float | None] = []
+        self.frames_with_face = 0
+        self.challenges: list[BlinkChallenge] = [
+            make_challenge(c, challenge_deadline_ms) for c in challenges]
+        self._asked = 0
+
+    def add(self, a: FrameAnalysis) -> None:
+        if a.face is None:
+            return
+        self.frames_with_face += 1
+        if a.texture_score is not None:
+            self.textures.append(a.texture_score)
+        self.ears.append(a.ear)
+        current = self.current_challenge()
+        if current is not None:
+            current.observe(a.timestamp_ms, a.ear)
+
+    def current_challenge(self) -> BlinkChallenge | None:
+        """The challenge that has been asked and is not finished yet."""
+        if 0 < self._asked <= len(self.challenges):
+            c = self.challenges[self._asked - 1]
+            if not c.state.done:
+                return c
+        return None
+
+    def next_prompt(self, now_ms: float) -> tuple[int, BlinkChallenge] | None:
+        """Ask the next challenge once a face is in view and the previous one is done."""
+        if self.frames_with_face == 0 or self.current_challenge() is not None:
+            return None
+        if self._asked >= len(self.challenges):
+            return None
+        if self._asked and self.challenges[self._asked - 1].state.failed:
+            return None
+        c = self.challenges[self._asked]
+        self._asked += 1
+        c.ask(now_ms)
+        return self._asked, c
+
+    @property
+    def challenges_done(self) -> bool:
+        return all(c.state.done for c in self.challenges) or any(
+            c.state.failed for c in self.challenges)
+
+    @property
+    def challenge_failed(self) -> bool:
+        return any(c.state.failed for c in self.challenges)
+
+    def result(self) -> LivenessResult:
+        checks: list[CheckResult] = [
+            self.pipeline.texture.result(list(self.textures)),
+            self.pipeline.blink.result(self.ears, required=False),
+        ]
+        checks += [c.result() for c in self.challenges]
+        return self.pipeline.fusion.fuse(checks, self.frames_with_face)

@@ -1,0 +1,95 @@
+"""Face-texture liveness CNN: LivenessNet (4 conv, 2 pool, 2 dense) on small face crops.
+
+The network sees only the detector's square face crop resized to ``input_size``: the same
+crop the server makes of a camera frame. Its output is P(live).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from facegate.liveness.detect import face_crop
+from facegate.liveness.types import CheckResult, Face
+
+MEAN, STD = 0.5, 0.5
+
+
+class LivenessNet(nn.Module):
+    """Two blocks of (conv-BN-ReLU) x2 + max-pool, then dense-ReLU-dropout-dense.
+
+    ``width`` is the first block's channels (the published net uses 16); the second block
+    doubles it. ``input_size`` must be divisible by 4.
+    """
+
+    def __init__(self, input_size: int = 32, width: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        w = width
+
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *conv(3, w), *conv(w, w), nn.MaxPool2d(2), nn.Dropout(0.25),
+            *conv(w, 2 * w), *conv(2 * w, 2 * w), nn.MaxPool2d(2), nn.Dropout(0.25),
+        )
+        flat = 2 * w * (input_size // 4) ** 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(hidden, 2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def to_tensor(crops: np.ndarray, input_size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB crops -> normalised (N, 3, input_size, input_size) float tensor."""
+    if crops.shape[1] != input_size:
+        crops = np.stack([cv2.resize(c, (input_size, input_size), interpolation=cv2.INTER_AREA)
+                          for c in crops])
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - MEAN) / STD
+
+
+class TextureCheck:
+    """Per-frame P(live) from LivenessNet; the session averages it over the stream."""
+
+    name = "texture_cnn"
+
+    def __init__(self, weights: str = "livenessnet", threshold: float | None = None) -> None:
+        from facegate.weights import load_state_dict
+
+        state, entry = load_state_dict(weights)
+        self.entry = entry
+        self.input_size = entry.input_size
+        self.crop_scale = float(entry.preprocessing.get("crop_scale", 1.0))
+        self.threshold = float(entry.threshold if threshold is None else threshold)
+        self.model = LivenessNet(self.input_size, **entry.extra.get("arch_kwargs", {}))
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def crop(self, face: Face) -> np.ndarray:
+        # Crops are cached at 112 px for training, then resized down: serve the same way.
+        return face_crop(face, 112, self.crop_scale)
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """P(live) for (N, H, W, 3) uint8 RGB face crops."""
+        with torch.inference_mode():
+            logits = self.model(to_tensor(crops, self.input_size))
+            return torch.softmax(logits, dim=1)[:, 1].numpy()
+
+    def score_face(self, face: Face) -> float:
+        return float(self.predict_crops(self.crop(face)[None])[0])
+
+    def result(self, scores: list[float]) -> CheckResult:
+        if not scores:
+            return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
+                               reason="no face to judge")
+        s = float(np.mean(scores))
+        passed = s >= self.threshold
+        reason = "" if passed else f"face texture looks like a print or screen ({s:.2f} < {self.threshold:.2f})"
+        return CheckResult(self.name, s, self.threshold, passed, reason=reason)

@@ -1,0 +1,280 @@
+"""Train and evaluate the LivenessNet texture CNN on ../shared/data/pad.
+
+    python -m facegate.liveness.train_texture loso            # leave-one-source-out table
+    python -m facegate.liveness.train_texture final           # train, evaluate, write weights
+    python -m facegate.liveness.train_texture final --epochs 1 --out /tmp/x   # smoke run
+
+Protocols (numbers go to weights/cards/<name>.json and .md):
+- NUAA: the official train/test lists.
+- intra-source: every other source split by blocks of ten neighbouring images (neighbours are
+  near-duplicate frames), one block in five held out.
+- leave-one-source-out: train on every group but one, test on all of the held-out group;
+  pyis_saikan45, hm_apfol, hm_shivam and hm_jtboing share images and form one group.
+hm_viguardieiro has no spoofs: it is never trained on and only measures BPCER.
+The threshold is the EER point of the pooled leave-one-source-out scores: chosen on data no
+fold's model trained on, not on the deployed model's test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from facegate.liveness import data as D
+from facegate.liveness.metrics import eer, pad_report
+from facegate.liveness.texture import LivenessNet, to_tensor
+
+EVAL_ONLY = {"hm_viguardieiro"}
+
+
+@dataclass
+class TrainConfig:
+    input_size: int = 32
+    width: int = 16
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Geometry, resolution, compression and colour jitter on one square RGB crop.
+
+    Resolution and JPEG jitter keep the model from telling a small upscaled spoof crop from a
+    large downscaled live one by sharpness alone.
+    """
+    s = crop.shape[0]
+    angle = rng.uniform(-12, 12)
+    scale = rng.uniform(0.9, 1.1)
+    m = cv2.getRotationMatrix2D((s / 2, s / 2), angle, scale)
+    m[:, 2] += rng.uniform(-0.06, 0.06, 2) * s
+    out = cv2.warpAffine(crop, m, (s, s), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.5:
+        small = int(rng.uniform(s // 3, s))
+        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s))
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(40, 95))])
+        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    out = out.astype(np.float32)
+    out = (out - out.mean()) * rng.uniform(0.75, 1.25) + out.mean() + rng.uniform(-25, 25)
+    gray = out.mean(axis=2, keepdims=True)
+    out = gray + (out - gray) * rng.uniform(0.7, 1.3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def split_of(sample: D.Sample) -> str:
+    if sample.split:
+        return sample.split
+    block = int(sample.clip.rsplit("-", 1)[1])
+    return "test" if block % 5 == 2 else "train"
+
+
+def load_all(root: Path | None = None) -> dict[str, D.CropSet]:
+    return {s: D.source_crops(s, root) for s in D.pad_sources(root)}
+
+
+def _select(sets: dict[str, D.CropSet], keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops, labels and balancing weights of the found faces whose sample passes ``keep``."""
+    crops, labels, keys = [], [], []
+    for cs in sets.values():
+        for i, smp in enumerate(cs.samples):
+            if cs.found[i] and keep(smp):
+                crops.append(cs.crops[i])
+                labels.append(smp.label)
+                keys.append((D.group_of(smp.source), smp.label))
+    if not crops:
+        raise ValueError("no training samples selected")
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    weights = np.array([1.0 / counts[k] for k in keys])
+    return np.stack(crops), np.array(labels), weights / weights.sum()
+
+
+def train(crops: np.ndarray, labels: np.ndarray, weights: np.ndarray, cfg: TrainConfig,
+          log: bool = True) -> LivenessNet:
+    """Train from scratch; each epoch draws len(crops) samples balanced over (group, class)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    # Augmenting at twice the input size keeps resolution jitter meaningful and costs a
+    # quarter of augmenting the 112 px cache.
+    aug = 2 * cfg.input_size
+    crops = np.stack([cv2.resize(c, (aug, aug), interpolation=cv2.INTER_AREA) for c in crops])
+    model = LivenessNet(cfg.input_size, cfg.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps = max(1, len(crops) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, t0 = 0.0, time.time()
+        for _ in range(steps):
+            idx = rng.choice(len(crops), cfg.batch_size, p=weights)
+            x = to_tensor(np.stack([augment(crops[i], rng) for i in idx]), cfg.input_size)
+            y = torch.from_numpy(labels[idx])
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        if log:
+            print(f"    epoch {epoch + 1}/{cfg.epochs} loss {total / steps:.4f} "
+                  f"({time.time() - t0:.1f}s)", flush=True)
+    model.eval()
+    return model
+
+
+def predict(model: LivenessNet, crops: np.ndarray, input_size: int) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(crops), 256):
+            logits = model(to_tensor(crops[i:i + 256], input_size))
+            out.append(torch.softmax(logits, 1)[:, 1].numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate(model, sets, keep, cfg: TrainConfig, threshold: float) -> dict:
+    """Per-source reports over the samples passing ``keep``; no-face images are counted."""
+    per_source, pooled_s, pooled_l = {}, [], []
+    for name, cs in sets.items():
+        mask = np.array([keep(s) for s in cs.samples])
+        if not mask.any():
+            continue
+        found = mask & cs.found
+        scores = predict(model, cs.crops[found], cfg.input_size)
+        labels = cs.labels[found]
+        per_source[name] = pad_report(scores, labels, threshold,
+                                      int((mask & ~cs.found).sum())).as_dict()
+        pooled_s.append(scores)
+        pooled_l.append(labels)
+    s, lab = np.concatenate(pooled_s), np.concatenate(pooled_l)
+    return {"per_source": per_source, "pooled": pad_report(s, lab, threshold).as_dict(),
+            "_scores": s, "_labels": lab}
+
+
+def loso(sets, cfg: TrainConfig) -> dict:
+    groups = sorted({D.group_of(s) for s in sets} - EVAL_ONLY)
+    folds, all_s, all_l = {}, [], []
+    for g in groups:
+        t = time.time()
+        print(f"  fold: hold out {g}", flush=True)
+        crops, labels, w = _select(sets, lambda s: D.group_of(s.source) != g
+                                   and s.source not in EVAL_ONLY
+                                   and (s.source != "nuaa" or s.split == "train"))
+        model = train(crops, labels, w, cfg, log=False)
+        # NUAA held out: its official test list, the protocol everyone quotes.
+        res = evaluate(model, sets, lambda s: D.group_of(s.source) == g
+                       and (s.source != "nuaa" or s.split == "test"), cfg, 0.5)
+        folds[g] = {"per_source": res["per_source"], "group": res["pooled"]}
+        all_s.append(res["_scores"])
+        all_l.append(res["_labels"])
+        print(f"    {g}: {res['pooled']}  ({time.time() - t:.0f}s)", flush=True)
+    s, lab = np.concatenate(all_s), np.concatenate(all_l)
+    e, thr = eer(s, lab)
+    acers = [f["group"]["acer"] for f in folds.values()]
+    return {"folds": folds, "mean_acer_at_0.5": round(float(np.mean(acers)), 4),
+            "pooled_at_0.5": pad_report(s, lab, 0.5).as_dict(),
+            "pooled_eer": round(e, 4), "eer_threshold": round(thr, 4),
+            "pooled_at_eer_threshold": pad_report(s, lab, thr).as_dict()}
+
+
+def final(sets, cfg: TrainConfig, threshold: float) -> tuple[LivenessNet, dict]:
+    def is_train(s):
+        return s.source not in EVAL_ONLY and split_of(s) == "train"
+
+    crops, labels, w = _select(sets, is_train)
+    print(f"  training on {len(crops)} faces", flush=True)
+    model = train(crops, labels, w, cfg)
+    res = evaluate(model, sets, lambda s: split_of(s) == "test" or s.source in EVAL_ONLY,
+                   cfg, threshold)
+    return model, {"intra_source_test": res["per_source"], "pooled_test": res["pooled"],
+                   "n_train": int(len(crops))}
+
+
+def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, threshold: float,
+                  metrics: dict) -> Path:
+    from safetensors.torch import save_file
+
+    from facegate.weights import register, sha256_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.safetensors"
+    # fp16 halves the file; scores move by < 1e-3 (checked by tests/test_weights.py).
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()
+               if v.is_floating_point()}
+              | {k: v for k, v in model.state_dict().items() if not v.is_floating_point()},
+              str(path))
+    register(name, {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "architecture": f"LivenessNet(input_size={cfg.input_size}, width={cfg.width})",
+        "arch_kwargs": {"width": cfg.width},
+        "input_size": cfg.input_size,
+        "preprocessing": {"detector": "facenet-pytorch MTCNN, largest face, 4 rotations",
+                          "crop": "square, side = longer box side, edges replicated",
+                          "crop_scale": 1.0, "resize": "112 then INTER_AREA to input_size",
+                          "color": "RGB", "mean": 0.5, "std": 0.5},
+        "threshold": round(float(threshold), 4),
+        "metrics": metrics,
+        "data": "../shared/data/pad: every source; NUAA official train list; other sources "
+                "4/5 of neighbour blocks; hm_viguardieiro eval only",
+        "license": "Code MIT. Weights trained on research data mostly without licence "
+                   "(NUAA and public hobby sets, see DATA.md): research-grade, not for "
+                   "production decisions without re-training on licensed data.",
+        "train_command": f"python -m facegate.liveness.train_texture final --epochs {cfg.epochs}",
+    }, out / "registry.json")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_texture")
+    ap.add_argument("protocol", choices=["loso", "final"])
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--input-size", type=int, default=TrainConfig.input_size)
+    ap.add_argument("--width", type=int, default=TrainConfig.width)
+    ap.add_argument("--name", default="livenessnet")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "weights")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="default: the EER threshold of cards/<name>.json's LOSO run, else 0.5")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    cfg = TrainConfig(input_size=args.input_size, width=args.width, epochs=args.epochs)
+    sets = load_all()
+    card = args.out / "cards" / f"{args.name}.json"
+    card.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(card.read_text()) if card.exists() else {}
+    report["config"] = cfg.__dict__
+    if args.protocol == "loso":
+        report["leave_one_source_out"] = loso(sets, cfg)
+        card.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in report["leave_one_source_out"].items()
+                          if k != "folds"}, indent=2))
+        return
+    threshold = args.threshold
+    if threshold is None:
+        threshold = report.get("leave_one_source_out", {}).get("eer_threshold", 0.5)
+    model, res = final(sets, cfg, threshold)
+    report["final"] = res
+    lo = report.get("leave_one_source_out", {})
+    metrics = {"pooled_test": res["pooled_test"],
+               "nuaa_official_test": res["intra_source_test"].get("nuaa"),
+               "loso_mean_acer_at_0.5": lo.get("mean_acer_at_0.5"),
+               "loso_pooled_eer": lo.get("pooled_eer")}
+    path = write_weights(model, args.name, args.out, cfg, threshold, metrics)
+    card.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(res["pooled_test"]), "->", path)
+
+
+if __name__ == "__main__":
+    main()

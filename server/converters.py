@@ -1,0 +1,115 @@
+"""Protobuf <-> domain conversion, in one place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facegate.client.v1 import facegate_pb2 as pb
+from facegate.liveness.pipeline import HINT_MESSAGES, FrameAnalysis
+from facegate.server import sessions as S
+from facegate.server.errors import InvalidInput
+from facegate.server.frames import FrameLimits, decode_encoded, decode_raw
+from facegate.server.gallery import Subject
+
+
+def session_config(msg: pb.SessionConfig) -> S.SessionConfig:
+    mode = pb.Mode.Name(msg.mode) if msg.mode in pb.Mode.values() else str(msg.mode)
+    if mode == "MODE_UNSPECIFIED":
+        mode = "IDENTIFY"
+    challenges = []
+    for c in msg.challenges:
+        if c not in pb.Challenge.values() or c == pb.CHALLENGE_UNSPECIFIED:
+            raise InvalidInput(f"unknown challenge value {c}", "config.challenges")
+        challenges.append(pb.Challenge.Name(c))
+    return S.SessionConfig(mode, msg.claimed_subject_id, tuple(challenges), msg.client_id,
+                           msg.device_id, msg.max_frames)
+
+
+def enroll_config(msg: pb.EnrollConfig) -> S.EnrollConfig:
+    return S.EnrollConfig(msg.subject_id, msg.display_name, msg.replace, msg.skip_liveness)
+
+
+def frame_image(frame: pb.Frame, limits: FrameLimits, field: str = "frame") -> np.ndarray:
+    kind = frame.WhichOneof("image")
+    if kind == "encoded":
+        return decode_encoded(frame.encoded, limits, f"{field}.encoded")
+    if kind == "raw":
+        r = frame.raw
+        fmt = pb.PixelFormat.Name(r.format) if r.format in pb.PixelFormat.values() else str(r.format)
+        return decode_raw(r.pixels, r.width, r.height, fmt, limits, f"{field}.raw")
+    raise InvalidInput("a frame needs encoded bytes or raw pixels", field)
+
+
+def progress(a: FrameAnalysis) -> pb.Progress:
+    msg = pb.Progress(frame_index=a.index, face_found=a.face is not None, faces=len(a.faces),
+                      hints=[pb.Hint.Value(f"HINT_{h}") for h in a.hints],
+                      message="; ".join(HINT_MESSAGES[h] for h in a.hints))
+    if a.face is not None:
+        box = _box_in_source(a)
+        msg.box.CopyFrom(pb.Box(left=box[0], top=box[1], right=box[2], bottom=box[3]))
+        msg.detection_score = a.face.detection_score
+        if a.texture_score is not None:
+            msg.frame_liveness_score = a.texture_score
+    return msg
+
+
+def _box_in_source(a: FrameAnalysis) -> tuple[float, float, float, float]:
+    """The face box in the pixels of the frame as sent (undoing the detector's rotation)."""
+    f = a.face
+    assert f is not None
+    left, top, right, bottom = f.box
+    h, w = f.frame.shape[:2]  # of the rotated image
+    corners = np.array([[left, top], [right, bottom]])
+    for _ in range(f.rotation % 4):
+        # np.rot90(img, 1) maps source (x, y) to (y, W_src - 1 - x); undo one turn at a time.
+        x, y = corners[:, 0].copy(), corners[:, 1].copy()
+        corners = np.stack([w - 1 - y, x], axis=1)
+        h, w = w, h
+    (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def prompt(p: S.ChallengePrompt) -> pb.ChallengePrompt:
+    return pb.ChallengePrompt(challenge=pb.Challenge.Value(p.kind), message=p.message,
+                              deadline_ms=p.deadline_ms, index=p.index, total=p.total)
+
+
+def decision(d: S.Decision) -> pb.Decision:
+    msg = pb.Decision(outcome=pb.Outcome.Value(d.outcome), live=d.live, reasons=list(d.reasons),
+                      matched=d.matched, frames_received=d.frames_received,
+                      frames_with_face=d.frames_with_face, session_id=d.session_id,
+                      elapsed_ms=d.elapsed_ms)
+    if d.liveness is not None:
+        msg.liveness_score = d.liveness.score
+        msg.liveness_threshold = d.liveness.threshold
+        msg.checks.extend(pb.CheckScore(name=c.name, score=c.score, threshold=c.threshold,
+                                        passed=c.passed, applicable=c.applicable,
+                                        required=c.required, reason=c.reason)
+                          for c in d.liveness.checks)
+    if d.match is not None:
+        msg.match.CopyFrom(pb.Match(subject_id=d.match.subject.subject_id,
+                                    display_name=d.match.subject.display_name,
+                                    similarity=d.match.similarity, threshold=d.match.threshold))
+    return msg
+
+
+def event(e: S.Event) -> pb.AuthResponse:
+    if isinstance(e, FrameAnalysis):
+        return pb.AuthResponse(progress=progress(e))
+    if isinstance(e, S.ChallengePrompt):
+        return pb.AuthResponse(challenge=prompt(e))
+    return pb.AuthResponse(decision=decision(e))
+
+
+def subject(s: Subject) -> pb.Subject:
+    return pb.Subject(subject_id=s.subject_id, display_name=s.display_name, samples=s.samples,
+                      created_unix_ms=s.created_ms, updated_unix_ms=s.updated_ms)
+
+
+def enroll_response(r: S.EnrollResult) -> pb.EnrollResponse:
+    msg = pb.EnrollResponse(outcome=pb.EnrollOutcome.Value(r.outcome), reasons=list(r.reasons))
+    if r.subject is not None:
+        msg.subject.CopyFrom(subject(r.subject))
+    if r.liveness is not None:
+        msg.liveness.CopyFrom(decision(r.liveness))
+    return msg

@@ -1,0 +1,274 @@
+"""Authentication and enrolment sessions: the domain behind the gRPC methods.
+
+:class:`Authenticator` owns the shared models and the gallery. An :class:`AuthSession` takes
+one stream's frames and emits progress, challenge prompts and, once, a :class:`Decision`.
+Recognition runs only after the liveness verdict is live.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from facegate.liveness.challenges import PROMPTS, SUPPORTED
+from facegate.liveness.pipeline import FrameAnalysis, LivenessPipeline
+from facegate.liveness.types import Face, LivenessResult
+from facegate.server.errors import AlreadyExists, InvalidInput, NotAllowed, TooMuchInput
+from facegate.server.gallery import Gallery, MatchResult, Subject, validate_subject_id
+from facegate.server.recognition import mean_template
+from facegate.server.settings import Settings
+
+MODES = ("IDENTIFY", "VERIFY", "LIVENESS_ONLY")
+# Frames whose faces feed the template: the sharpest, most confident few.
+TEMPLATE_FRAMES = 3
+MAX_ENROLL_FRAMES = 60
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    mode: str = "IDENTIFY"
+    claimed_subject_id: str = ""
+    challenges: tuple[str, ...] = ()
+    client_id: str = ""
+    device_id: str = ""
+    max_frames: int = 0
+
+
+@dataclass(frozen=True)
+class ChallengePrompt:
+    kind: str
+    message: str
+    deadline_ms: int
+    index: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    live: bool
+    liveness: LivenessResult | None
+    match: MatchResult | None
+    reasons: tuple[str, ...]
+    frames_received: int
+    frames_with_face: int
+    session_id: str
+    elapsed_ms: float
+
+    @property
+    def matched(self) -> bool:
+        return self.match is not None and self.match.matched
+
+
+Event = Union[FrameAnalysis, ChallengePrompt, Decision]
+
+
+@dataclass(frozen=True)
+class EnrollConfig:
+    subject_id: str
+    display_name: str = ""
+    replace: bool = False
+    skip_liveness: bool = False
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    outcome: str  # ENROLLED, ENROLL_REJECTED_SPOOF, ENROLL_NO_FACE
+    subject: Subject | None
+    liveness: Decision | None
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class _BestFaces:
+    """The few best faces of a stream, by detection score times sharpness."""
+
+    k: int
+    items: list[tuple[float, Face]] = field(default_factory=list)
+
+    def add(self, face: Face) -> None:
+        self.items.append((face.detection_score * min(face.width, face.height), face))
+        self.items.sort(key=lambda t: t[0], reverse=True)
+        del self.items[self.k:]
+
+    @property
+    def faces(self) -> list[Face]:
+        return [f for _, f in self.items]
+
+
+class Authenticator:
+    """Shared, thread-safe state: loaded models, the gallery, the settings."""
+
+    def __init__(self, settings: Settings, pipeline: LivenessPipeline, gallery: Gallery) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.gallery = gallery
+        self.match_calls = 0  # how often recognition ran: tests prove spoofs never get there
+
+    def start(self, config: SessionConfig) -> AuthSession:
+        if config.mode not in MODES:
+            raise InvalidInput(f"must be one of {MODES}", "config.mode")
+        if config.mode == "VERIFY":
+            if not config.claimed_subject_id:
+                raise InvalidInput("required in VERIFY mode", "config.claimed_subject_id")
+            validate_subject_id(config.claimed_subject_id, "config.claimed_subject_id")
+            self.gallery.get(config.claimed_subject_id)  # NOT_FOUND before any frame is sent
+        for c in config.challenges:
+            if c not in SUPPORTED:
+                raise InvalidInput(f"{c} is not supported yet; supported: {sorted(SUPPORTED)}",
+                                   "config.challenges")
+        return AuthSession(self, config)
+
+    def match(self, mode: str, claimed: str, faces: list[Face]) -> MatchResult | None:
+        self.match_calls += 1
+        template, _ = mean_template(faces)
+        if template is None:
+            return None
+        if mode == "VERIFY":
+            return self.gallery.verify(claimed, template)
+        return self.gallery.identify(template)
+
+    def check_liveness(self, frame: np.ndarray) -> Decision:
+        session = AuthSession(self, SessionConfig(mode="LIVENESS_ONLY"), template_frames=0)
+        for _ in session.on_frame(frame, 0.0):
+            pass
+        return session.finish()
+
+    def enroll(self, config: EnrollConfig, frames: list[np.ndarray]) -> EnrollResult:
+        validate_subject_id(config.subject_id, "config.subject_id")
+        if config.skip_liveness and not self.settings.allow_unverified_enrollment:
+            raise NotAllowed("this server does not allow enrolment without liveness "
+                             "(allow_unverified_enrollment)", "config.skip_liveness")
+        if not config.replace and self.gallery.exists(config.subject_id):
+            raise AlreadyExists(f"subject {config.subject_id!r} is already enrolled "
+                                "(set replace to overwrite)", "config.subject_id")
+        if not frames:
+            raise InvalidInput("at least one frame is required", "frame")
+        if len(frames) > MAX_ENROLL_FRAMES:
+            raise TooMuchInput(f"at most {MAX_ENROLL_FRAMES} frames per enrolment", "frame")
+        session = AuthSession(self, SessionConfig(mode="LIVENESS_ONLY"),
+                              template_frames=self.settings.enroll_frames)
+        for i, f in enumerate(frames):
+            for _ in session.feed(f, i * 100.0):
+                pass
+        decision = session.finish()
+        if decision.outcome == "NO_FACE":
+            return EnrollResult("ENROLL_NO_FACE", None, decision, decision.reasons)
+        if not config.skip_liveness and not decision.live:
+            return EnrollResult("ENROLL_REJECTED_SPOOF", None, decision, decision.reasons)
+        template, n = mean_template(session.best.faces)
+        if template is None:
+            return EnrollResult("ENROLL_NO_FACE", None, decision, ("face could not be encoded",))
+        subject = self.gallery.add(config.subject_id, config.display_name, template, n,
+                                   replace=config.replace)
+        return EnrollResult("ENROLLED", subject, decision, ())
+
+
+class AuthSession:
+    """One Authenticate stream. Feed frames with :meth:`on_frame`; :meth:`finish` at the end."""
+
+    def __init__(self, auth: Authenticator, config: SessionConfig,
+                 template_frames: int = TEMPLATE_FRAMES) -> None:
+        s = auth.settings
+        self.auth = auth
+        self.config = config
+        self.session_id = secrets.token_hex(8)
+        self.max_frames = min(config.max_frames or s.max_frames, s.max_frames)
+        self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
+        self.best = _BestFaces(template_frames)
+        self.frames_received = 0
+        self.decision: Decision | None = None
+        self._t0 = time.monotonic()
+        self._timeline0: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decision is not None
+
+    def _now_ms(self, client_ts: float) -> float:
+        """Stream time: the client's clock when it sends one, else the server's."""
+        if client_ts:
+            if self._timeline0 is None:
+                self._timeline0 = client_ts
+            return client_ts - self._timeline0
+        return (time.monotonic() - self._t0) * 1000.0
+
+    def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0) -> list[Event]:
+        """Analyse one frame; returns the events it causes (no decision, no limits)."""
+        now = self._now_ms(timestamp_ms)
+        a = self.auth.pipeline.analyze(frame, self.frames_received, now)
+        self.frames_received += 1
+        self.liveness.add(a)
+        if a.face is not None and self.best.k:
+            self.best.add(a.face)
+        events: list[Event] = [a]
+        prompt = self.liveness.next_prompt(now)
+        if prompt is not None:
+            i, c = prompt
+            events.append(ChallengePrompt(c.state.kind, PROMPTS[c.state.kind],
+                                          c.state.deadline_ms, i, len(self.liveness.challenges)))
+        return events
+
+    def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0) -> list[Event]:
+        """Feed one frame; the returned events end with a Decision once one is reached."""
+        if self.done:
+            return []
+        events = self.feed(frame, timestamp_ms)
+        s = self.auth.settings
+        lv = self.liveness
+        if lv.challenge_failed:
+            events.append(self._decide())
+        elif lv.frames_with_face >= s.decision_frames and lv.challenges_done:
+            events.append(self._decide())
+        elif self.frames_received >= self.max_frames or \
+                time.monotonic() - self._t0 > s.session_timeout_s:
+            events.append(self._decide(timed_out=True))
+        return events
+
+    def finish(self) -> Decision:
+        """The decision when the client stops sending: judged on the frames received."""
+        if self.decision is None:
+            self._decide()
+        assert self.decision is not None
+        return self.decision
+
+    def _decide(self, timed_out: bool = False) -> Decision:
+        lv = self.liveness
+        result = lv.result() if lv.frames_with_face else None
+        live = bool(result and result.live)
+        reasons: tuple[str, ...] = result.reasons if result else ()
+        match = None
+        if lv.frames_with_face == 0:
+            outcome, reasons = ("TIMEOUT" if timed_out else "NO_FACE"), ("no face in any frame",)
+        elif lv.challenge_failed or (lv.challenges and not lv.challenges_done):
+            outcome, live = ("TIMEOUT" if timed_out and not lv.challenge_failed
+                             else "CHALLENGE_FAILED"), False
+        elif not live:
+            outcome = "REJECTED_SPOOF"
+        elif self.config.mode == "LIVENESS_ONLY":
+            outcome = "ACCEPTED"
+        else:
+            match = self.auth.match(self.config.mode, self.config.claimed_subject_id,
+                                    self.best.faces)
+            if match is None:
+                outcome = "REJECTED_UNKNOWN"
+                reasons = ("gallery is empty" if len(self.auth.gallery) == 0
+                           else "face could not be encoded",)
+            elif match.matched:
+                outcome = "ACCEPTED"
+            elif self.config.mode == "VERIFY":
+                outcome = "REJECTED_CLAIM_MISMATCH"
+                reasons = (f"similarity {match.similarity:.3f} to {match.subject.subject_id} is "
+                           f"under {match.threshold:.3f}",)
+            else:
+                outcome = "REJECTED_UNKNOWN"
+                reasons = (f"best similarity {match.similarity:.3f} is under "
+                           f"{match.threshold:.3f}",)
+        self.decision = Decision(
+            outcome, live, result, match, tuple(reasons), self.frames_received,
+            lv.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0)
+        return self.decision

@@ -1,0 +1,64 @@
+"""One settings object, read from defaults, then ``FACEGATE_*`` environment, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+# Default match threshold: dlib 128-d templates match when their euclidean distance is under
+# 0.6 (face_recognition's documented tolerance); scripts/match_threshold.py measures it on
+# ../shared/data/identity. Similarity = 1 - distance, so the similarity threshold is 0.4.
+DEFAULT_MATCH_THRESHOLD = 0.4
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "[::]"
+    port: int = 50051
+    db: str = "facegate.db"
+    workers: int = 16
+    # Input limits.
+    max_frame_bytes: int = 8 * 1024 * 1024
+    max_frame_pixels: int = 4096 * 4096
+    max_frames: int = 300
+    session_timeout_s: float = 30.0
+    # Decision policy.
+    decision_frames: int = 8
+    challenge_deadline_ms: int = 5000
+    match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    texture_weights: str = "livenessnet"
+    texture_threshold: float | None = None  # None: the registry's calibrated threshold
+    detect_rotations: bool = True
+    enroll_frames: int = 5
+    allow_unverified_enrollment: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f"FACEGATE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db)
+
+
+def _parse(f: dataclasses.Field, raw: str):
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return None if raw == "" else float(raw)
+    return raw

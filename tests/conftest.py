@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data in ../shared/data and one real server per test module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facegate.liveness.data import default_data_root
+
+DATA = default_data_root()
+IDENTITY = DATA / "identity" / "face_recognition"
+VIDEOS = DATA / "videos"
+
+
+def pytest_configure(config):
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"test data not found at {DATA} (set FACEGATE_DATA)")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real facegate server on [::]:0 with a fresh SQLite gallery."""
+    from facegate.server.app import start
+    from facegate.server.settings import Settings
+
+    db = tmp_path_factory.mktemp("gallery") / "gallery.db"
+    settings = Settings(host="[::]", port=0, db=str(db), allow_unverified_enrollment=True,
+                        workers=8, max_frame_bytes=2 * 1024 * 1024)
+    running = start(settings)
+    yield running
+    running.stop(grace=0.5)
+
+
+@pytest.fixture()
+def client(server):
+    from facegate.client import FaceGateClient
+
+    with FaceGateClient(f"localhost:{server.port}", timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    return VIDEOS
+
+
+def pytest_report_header(config):
+    return f"facegate test data: {DATA} (exists={DATA.is_dir()}); cwd={os.getcwd()}"

@@ -1,0 +1,38 @@
+"""PAD metrics against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from facegate.liveness.metrics import apcer_bpcer, auc, eer, pad_report
+
+
+def test_apcer_bpcer_by_hand():
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    # threshold 0.5: live 0.3 rejected (1/3 BPCER); spoof 0.6 accepted (1/3 APCER)
+    assert apcer_bpcer(scores, labels, 0.5) == pytest.approx((1 / 3, 1 / 3))
+    # threshold 0.85: two of three live rejected, no spoof accepted
+    assert apcer_bpcer(scores, labels, 0.85) == pytest.approx((0.0, 2 / 3))
+    # a score equal to the threshold is accepted as live
+    assert apcer_bpcer(np.array([0.5, 0.5]), np.array([1, 0]), 0.5) == (1.0, 0.0)
+
+
+def test_eer_and_auc_by_hand():
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    e, t = eer(scores, labels)
+    assert e == pytest.approx(1 / 3)
+    assert apcer_bpcer(scores, labels, t) == pytest.approx((1 / 3, 1 / 3))
+    # 9 live/spoof pairs, 8 ordered right (0.3 < 0.6 is the one wrong pair)
+    assert auc(scores, labels) == pytest.approx(8 / 9)
+
+
+def test_perfect_and_degenerate():
+    s, y = np.array([0.9, 0.1]), np.array([1, 0])
+    assert eer(s, y)[0] == 0.0 and auc(s, y) == 1.0
+    assert math.isnan(auc(np.array([0.3]), np.array([1])))
+    r = pad_report(np.array([0.9, 0.2, 0.7]), np.array([1, 1, 0]), 0.5, n_no_face=2)
+    assert (r.n_live, r.n_spoof, r.n_no_face) == (2, 1, 2)
+    assert r.apcer == 1.0 and r.bpcer == 0.5 and r.acer == 0.75

@@ -1,0 +1,85 @@
+"""Trained weights and their registry (torchvision-style).
+
+``registry.json`` holds one entry per weight file: sha256, input size, preprocessing,
+threshold, metrics and the data they were measured on, and a licence note. Loading verifies
+the hash and reads safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+REGISTRY_PATH = WEIGHTS_DIR / "registry.json"
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing, unregistered, or its hash does not match the registry."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    file: str
+    sha256: str
+    architecture: str
+    input_size: int
+    preprocessing: dict[str, Any]
+    threshold: float
+    metrics: dict[str, Any]
+    data: str
+    license: str
+    extra: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+
+def read_registry(path: Path = REGISTRY_PATH) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def entry(name: str, path: Path = REGISTRY_PATH) -> WeightsEntry:
+    reg = read_registry(path)
+    if name not in reg:
+        raise WeightsError(f"no weights named {name!r} in {path}; known: {sorted(reg)}")
+    e = dict(reg[name])
+    known = {f for f in WeightsEntry.__dataclass_fields__ if f not in ("name", "extra")}
+    extra = {k: e.pop(k) for k in list(e) if k not in known}
+    return WeightsEntry(name=name, extra=extra, **e)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict(name: str) -> tuple[dict[str, Any], WeightsEntry]:
+    """The float32 tensors of weights ``name`` and their registry entry, hash verified."""
+    from safetensors.torch import load_file
+
+    e = entry(name)
+    if not e.path.exists():
+        raise WeightsError(f"weights file {e.path} for {name!r} is missing")
+    digest = sha256_file(e.path)
+    if digest != e.sha256:
+        raise WeightsError(f"{e.path.name}: sha256 {digest} does not match registry {e.sha256}")
+    tensors = load_file(str(e.path))
+    return {k: v.float() for k, v in tensors.items()}, e
+
+
+def register(name: str, values: dict[str, Any], path: Path = REGISTRY_PATH) -> None:
+    """Add or replace one registry entry (used by the training commands)."""
+    reg = read_registry(path)
+    reg[name] = values
+    path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
