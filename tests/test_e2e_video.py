@@ -1,0 +1,74 @@
+"""End to end over gRPC with the shared videos: enrol from a live clip, identify the person
+in it, reject the replay of that clip without ever reaching the matcher."""
+
+import pytest
+
+from facegate.client.media import video_frames
+
+from .conftest import VIDEOS
+
+APFOL_LIVE = VIDEOS / "hm_apfol" / "live" / "real2.webm"
+APFOL_SPOOF = VIDEOS / "hm_apfol" / "spoof" / "fake2.webm"
+LESTARI_LIVE = VIDEOS / "hm_lestari15" / "live" / "real.mp4"
+
+
+@pytest.fixture(scope="module")
+def enrolled(server):
+    from facegate.client import FaceGateClient
+
+    with FaceGateClient(f"localhost:{server.port}", timeout=300) as c:
+        r = c.enroll("apfol", video_frames(APFOL_LIVE, max_frames=8, every=5),
+                     display_name="hm_apfol person")
+    assert r.enrolled, r
+    assert r.liveness.live and r.subject.samples >= 3
+    return r
+
+
+def test_live_clip_is_accepted_and_identified(client, enrolled):
+    # Frames from later in the clip than the enrolment frames.
+    frames = list(video_frames(APFOL_LIVE, every=3))[15:]
+    d = client.authenticate(frames, mode="identify")
+    assert d.outcome == "ACCEPTED", d
+    assert d.live and d.subject_id == "apfol" and d.similarity >= d.match_threshold
+    assert d.frames_with_face >= 8
+    kinds = [e.WhichOneof("event") for e in d.events]
+    assert kinds and set(kinds) == {"progress"}
+
+
+def test_verify_the_claim(client, enrolled):
+    d = client.authenticate(video_frames(APFOL_LIVE, every=4), claim="apfol")
+    assert d.outcome == "ACCEPTED" and d.subject_id == "apfol"
+
+
+def test_replay_is_rejected_before_the_matcher(client, enrolled, server):
+    calls = server.servicer.auth.match_calls
+    d = client.authenticate(video_frames(APFOL_SPOOF, every=3), mode="identify")
+    assert d.outcome == "REJECTED_SPOOF" and not d.live, d
+    assert d.subject_id == "" and d.reasons
+    texture = next(c for c in d.checks if c.name == "texture_cnn")
+    assert not texture.passed
+    assert server.servicer.auth.match_calls == calls  # the spoof never reached recognition
+
+
+def test_replayed_enrolment_is_refused(client):
+    r = client.enroll("replayed", video_frames(APFOL_SPOOF, max_frames=6, every=5))
+    assert r.outcome == "ENROLL_REJECTED_SPOOF" and r.subject is None
+
+
+def test_other_person_is_not_the_claimed_one(client, enrolled):
+    d = client.authenticate(video_frames(LESTARI_LIVE, every=3), claim="apfol")
+    assert d.outcome in ("REJECTED_CLAIM_MISMATCH", "REJECTED_SPOOF"), d
+    assert d.outcome != "ACCEPTED"
+    if d.live:
+        assert d.similarity < d.match_threshold
+
+
+def test_blink_challenge_is_prompted(client, enrolled):
+    d = client.authenticate(video_frames(APFOL_LIVE, every=2), mode="liveness",
+                            challenges=["blink"])
+    prompts = [e.challenge for e in d.events if e.WhichOneof("event") == "challenge"]
+    assert len(prompts) == 1 and prompts[0].message == "blink now" and prompts[0].total == 1
+    blink = next(c for c in d.checks if c.name == "challenge_blink")
+    assert blink.required
+    assert d.outcome in ("ACCEPTED", "CHALLENGE_FAILED", "TIMEOUT")
+    assert (d.outcome == "ACCEPTED") == blink.passed
