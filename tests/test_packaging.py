@@ -43,5 +43,5 @@ def test_no_top_level_modules_named_like_folders(tmp_path):
 
 def test_face_recognition_really_imports():
     # With setuptools >= 81, face_recognition_models calls quit() with status 0.
-    r = _run("import face_recognition; print('imported', face_recognition.__version__)")
-    assert r.returncode == 0 and "imported 1.3.0" in r.stdout, r.stdout + r.stderr
+    r = _run("import face_recognition; print('imported', callable(face_recognition.face_encodings))")
+    assert r.returncode == 0 and "imported True" in r.stdout, r.stdout + r.stderr
