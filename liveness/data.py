@@ -145,7 +145,9 @@ def crop_set(samples: list[Sample], detector=None, progress: bool = False) -> Cr
     if detector is None:
         from facegate.liveness.detect import FaceDetector
 
-        detector = FaceDetector()
+        # The cache was built without the serving detector's CLAHE retry (it only rescues
+        # frames with no face at all); keeping it off keeps the cached crops reproducible.
+        detector = FaceDetector(equalize_retry=False)
     n = len(samples)
     crops = np.zeros((n, CACHE_CROP_SIZE, CACHE_CROP_SIZE, 3), np.uint8)
     found = np.zeros(n, bool)

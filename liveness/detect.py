@@ -24,6 +24,9 @@ class FaceDetector:
 
     ``try_rotations`` makes the detector turn a frame by 90/270/180 degrees when no upright
     face is found: several crop sets hold sideways live faces and almost no sideways spoofs.
+    ``equalize_retry`` retries an upright frame with no face after CLAHE on its luminance:
+    a backlit face at a gate (dark face, bright window) is found then. The returned faces
+    keep the original pixels; only the search sees the equalised copy.
     """
 
     def __init__(
@@ -31,12 +34,15 @@ class FaceDetector:
         min_score: float = MIN_DETECTION_SCORE,
         min_face_size: int = 40,
         try_rotations: bool = True,
+        equalize_retry: bool = True,
         device: str = "cpu",
     ) -> None:
         from facenet_pytorch import MTCNN  # weights ship inside the package
 
         self.min_score = min_score
         self.try_rotations = try_rotations
+        self.equalize_retry = equalize_retry
+        self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
         # MTCNN's torch modules are not documented as re-entrant; detection is short.
         self._lock = threading.Lock()
@@ -49,13 +55,23 @@ class FaceDetector:
         for k in rotations:
             image = np.ascontiguousarray(np.rot90(frame, k)) if k else frame
             faces = self._detect_upright(image, k)
+            if not faces and k == 0 and self.equalize_retry:
+                faces = self._detect_upright(image, 0, search=self.equalize(image))
             if faces:
                 return faces
         return []
 
-    def _detect_upright(self, image: np.ndarray, rotation: int) -> list[Face]:
+    def equalize(self, rgb: np.ndarray) -> np.ndarray:
+        """CLAHE on the L channel of Lab: local contrast for under-exposed faces."""
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = self._clahe.apply(lab[..., 0])
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+    def _detect_upright(self, image: np.ndarray, rotation: int,
+                        search: np.ndarray | None = None) -> list[Face]:
         with self._lock:
-            boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
+            boxes, probs, points = self._mtcnn.detect(image if search is None else search,
+                                                      landmarks=True)
         if boxes is None:
             return []
         faces = [

@@ -55,10 +55,15 @@ class FrameAnalysis:
         return self.faces[0] if self.faces else None
 
 
-def quality_hints(face: Face | None, n_faces: int) -> tuple[str, ...]:
+def quality_hints(face: Face | None, n_faces: int, frame: np.ndarray | None = None
+                  ) -> tuple[str, ...]:
     """Advice for the person in front of the camera; never part of the liveness verdict."""
     if face is None:
-        return ("NO_FACE",)
+        if frame is None:
+            return ("NO_FACE",)
+        lum = float(frame.mean())
+        return ("NO_FACE",) + (("TOO_DARK",) if lum < DARK else
+                               ("TOO_BRIGHT",) if lum > BRIGHT else ())
     hints = []
     h, w = face.frame.shape[:2]
     size = max(face.width, face.height) / min(h, w)
@@ -113,7 +118,7 @@ class LivenessPipeline:
             texture = self.texture.score_face(face)
             ear = face_ear(face) if landmarks else None
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces)))
+                             quality_hints(face, len(faces), frame))
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:

@@ -6,6 +6,8 @@ crop the server makes of a camera frame. Its output is P(live).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -46,12 +48,20 @@ class LivenessNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def to_tensor(crops: np.ndarray, input_size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB crops -> normalised (N, 3, input_size, input_size) float tensor."""
+def to_tensor(crops: np.ndarray, input_size: int, norm: str = "global") -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB crops -> normalised (N, 3, input_size, input_size) float tensor.
+
+    ``norm="global"``: (x - 0.5) / 0.5. ``norm="per_image"``: each crop's channels standardised
+    to zero mean, unit variance, so a camera's exposure and white balance carry no label.
+    """
     if crops.shape[1] != input_size:
         crops = np.stack([cv2.resize(c, (input_size, input_size), interpolation=cv2.INTER_AREA)
                           for c in crops])
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+    if norm == "per_image":
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return (x - mean) / std
     return (x - MEAN) / STD
 
 
@@ -60,13 +70,15 @@ class TextureCheck:
 
     name = "texture_cnn"
 
-    def __init__(self, weights: str = "livenessnet", threshold: float | None = None) -> None:
-        from facegate.weights import load_state_dict
+    def __init__(self, weights: str = "livenessnet", threshold: float | None = None,
+                 registry: Path | None = None) -> None:
+        from facegate.weights import REGISTRY_PATH, load_state_dict
 
-        state, entry = load_state_dict(weights)
+        state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
         self.entry = entry
         self.input_size = entry.input_size
         self.crop_scale = float(entry.preprocessing.get("crop_scale", 1.0))
+        self.norm = entry.preprocessing.get("norm", "global")
         self.threshold = float(entry.threshold if threshold is None else threshold)
         self.model = LivenessNet(self.input_size, **entry.extra.get("arch_kwargs", {}))
         self.model.load_state_dict(state)
@@ -79,7 +91,7 @@ class TextureCheck:
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """P(live) for (N, H, W, 3) uint8 RGB face crops."""
         with torch.inference_mode():
-            logits = self.model(to_tensor(crops, self.input_size))
+            logits = self.model(to_tensor(crops, self.input_size, self.norm))
             return torch.softmax(logits, dim=1)[:, 1].numpy()
 
     def score_face(self, face: Face) -> float:

@@ -61,9 +61,10 @@ def _box_in_source(a: FrameAnalysis) -> tuple[float, float, float, float]:
     h, w = f.frame.shape[:2]  # of the rotated image
     corners = np.array([[left, top], [right, bottom]])
     for _ in range(f.rotation % 4):
-        # np.rot90(img, 1) maps source (x, y) to (y, W_src - 1 - x); undo one turn at a time.
+        # np.rot90(img, 1) maps source (x, y) to (y, W_src - 1 - x), and the turned image's
+        # height is W_src: undo one turn at a time.
         x, y = corners[:, 0].copy(), corners[:, 1].copy()
-        corners = np.stack([w - 1 - y, x], axis=1)
+        corners = np.stack([h - 1 - y, x], axis=1)
         h, w = w, h
     (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
     return float(x0), float(y0), float(x1), float(y1)

@@ -35,9 +35,11 @@ class WeightsEntry:
     license: str
     extra: dict[str, Any]
 
+    registry_dir: Path = WEIGHTS_DIR
+
     @property
     def path(self) -> Path:
-        return WEIGHTS_DIR / self.file
+        return self.registry_dir / self.file
 
 
 def read_registry(path: Path = REGISTRY_PATH) -> dict[str, dict[str, Any]]:
@@ -51,9 +53,10 @@ def entry(name: str, path: Path = REGISTRY_PATH) -> WeightsEntry:
     if name not in reg:
         raise WeightsError(f"no weights named {name!r} in {path}; known: {sorted(reg)}")
     e = dict(reg[name])
-    known = {f for f in WeightsEntry.__dataclass_fields__ if f not in ("name", "extra")}
+    known = {f for f in WeightsEntry.__dataclass_fields__
+             if f not in ("name", "extra", "registry_dir")}
     extra = {k: e.pop(k) for k in list(e) if k not in known}
-    return WeightsEntry(name=name, extra=extra, **e)
+    return WeightsEntry(name=name, extra=extra, registry_dir=Path(path).parent, **e)
 
 
 def sha256_file(path: Path) -> str:
@@ -64,11 +67,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_state_dict(name: str) -> tuple[dict[str, Any], WeightsEntry]:
+def load_state_dict(name: str, registry: Path = REGISTRY_PATH
+                    ) -> tuple[dict[str, Any], WeightsEntry]:
     """The float32 tensors of weights ``name`` and their registry entry, hash verified."""
     from safetensors.torch import load_file
 
-    e = entry(name)
+    e = entry(name, registry)
     if not e.path.exists():
         raise WeightsError(f"weights file {e.path} for {name!r} is missing")
     digest = sha256_file(e.path)

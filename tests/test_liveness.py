@@ -1,0 +1,99 @@
+"""Detection, crops and checks on real images; weights integrity; a training smoke run."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facegate.liveness.detect import FaceDetector, eye_crops, face_crop, load_image
+from facegate.liveness.pipeline import FrameAnalysis, quality_hints
+from facegate.weights import WeightsError, entry, load_state_dict, sha256_file
+
+from .conftest import IDENTITY, VIDEOS
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+def test_sideways_photo_is_turned_upright(detector):
+    from facegate.server.converters import _box_in_source
+
+    upright = load_image(str(IDENTITY / "obama.jpg"))
+    ref = detector.detect(upright)[0]
+    assert ref.rotation == 0
+    sideways = np.ascontiguousarray(np.rot90(upright, -1))  # the camera lay on its side
+    face = detector.detect(sideways)[0]
+    assert face.rotation in (1, 3) and face.detection_score > 0.95
+    # The box reported to the client is in the sideways frame's own pixels.
+    a = FrameAnalysis(0, 0.0, (face,), None, None, ())
+    left, top, right, bottom = _box_in_source(a)
+    h, w = upright.shape[:2]
+    # rot90(k=-1) maps upright (x, y) to (h - 1 - y, x)
+    exp = (h - 1 - ref.box[3], ref.box[0], h - 1 - ref.box[1], ref.box[2])
+    assert np.allclose((left, top, right, bottom), exp, atol=12)
+
+
+def test_backlit_face_is_found_after_equalisation(detector):
+    cap = cv2.VideoCapture(str(VIDEOS / "hm_saikan45" / "live" / "output.avi"))
+    for _ in range(20):
+        ok, bgr = cap.read()
+    cap.release()
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    assert FaceDetector(equalize_retry=False, try_rotations=False).detect(rgb) == []
+    faces = detector.detect(rgb)
+    assert faces and faces[0].frame is rgb  # crops come from the original pixels
+
+
+def test_crops_and_hints(detector):
+    img = load_image(str(IDENTITY / "two_people.jpg"))
+    faces = detector.detect(img)
+    assert len(faces) == 2 and faces[0].area >= faces[1].area
+    assert face_crop(faces[0], 112).shape == (112, 112, 3)
+    left, right = eye_crops(faces[0])
+    assert left.shape == right.shape == (24, 24)
+    assert "MULTIPLE_FACES" in quality_hints(faces[0], 2)
+    small = load_image(str(IDENTITY / "obama-240p.jpg"))
+    big = cv2.copyMakeBorder(small, 400, 400, 600, 600, cv2.BORDER_CONSTANT)
+    assert "MOVE_CLOSER" in quality_hints(detector.detect(big)[0], 1)
+    dark = np.full((240, 320, 3), 10, np.uint8)
+    assert quality_hints(None, 0, dark) == ("NO_FACE", "TOO_DARK")
+
+
+def test_registered_weights_verify_and_tamper_is_caught(tmp_path):
+    e = entry("livenessnet")
+    assert sha256_file(e.path) == e.sha256 and e.input_size > 0 and 0 < e.threshold < 1
+    assert e.license and e.data and e.metrics
+    state, _ = load_state_dict("livenessnet")
+    assert all(v.dtype == torch.float32 for v in state.values())
+    reg = tmp_path / "registry.json"
+    shutil.copy(e.path, tmp_path / e.file)
+    raw = json.loads((e.registry_dir / "registry.json").read_text())
+    raw["livenessnet"]["sha256"] = "0" * 64
+    reg.write_text(json.dumps(raw))
+    with pytest.raises(WeightsError, match="does not match"):
+        load_state_dict("livenessnet", reg)
+
+
+@pytest.mark.slow
+def test_training_smoke(tmp_path):
+    """A few real training steps on one small source, written and loaded like the real thing."""
+    from facegate.liveness import data as D
+    from facegate.liveness.texture import TextureCheck
+    from facegate.liveness.train_texture import TrainConfig, _select, train, write_weights
+
+    sets = {"hm_balveer": D.source_crops("hm_balveer")}
+    crops, labels, w = _select(sets, lambda s: True)
+    assert set(labels) == {0, 1}
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    model = train(crops, labels, w, cfg, log=False)
+    path = write_weights(model, "smoke", tmp_path, cfg, 0.5, {"note": "smoke"}, probe=crops)
+    check = TextureCheck("smoke", registry=tmp_path / "registry.json")
+    p = check.predict_crops(crops[:4])
+    assert path.exists() and p.shape == (4,) and np.all((p >= 0) & (p <= 1))
+    delta = json.loads((tmp_path / "registry.json").read_text())["smoke"]["metrics"]
+    assert 0 <= delta["fp16_max_abs_score_delta"] < 0.05
