@@ -9,147 +9,15 @@
 Installs with grpcio, protobuf and numpy only (no torch).
 """
 
-from __future__ import annotations
-
-import random
-import time
-from typing import Any, Callable, Iterable, Iterator
-
-import grpc
-
-from facegate.client import messages as M
+from facegate.client.aio import AsyncFaceGateClient
+from facegate.client.client import FaceGateClient
 from facegate.client.errors import (AlreadyExists, DeadlineExceeded, FaceGateError,
                                     FailedPrecondition, InvalidArgument, NotFound,
-                                    PermissionDenied, ResourceExhausted, Unavailable,
-                                    from_rpc_error)
-from facegate.client.messages import Decision, EnrollResult, FrameLike, Subject
-from facegate.client.v1 import facegate_pb2 as pb
-from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
+                                    PermissionDenied, ResourceExhausted, Unavailable)
+from facegate.client.messages import Decision, EnrollResult, Subject
 
 __all__ = [
-    "AlreadyExists", "DeadlineExceeded", "Decision", "EnrollResult", "FaceGateClient",
-    "FaceGateError", "FailedPrecondition", "InvalidArgument", "NotFound", "PermissionDenied",
-    "ResourceExhausted", "Subject", "Unavailable",
+    "AlreadyExists", "AsyncFaceGateClient", "DeadlineExceeded", "Decision", "EnrollResult",
+    "FaceGateClient", "FaceGateError", "FailedPrecondition", "InvalidArgument", "NotFound",
+    "PermissionDenied", "ResourceExhausted", "Subject", "Unavailable",
 ]
-
-MAX_MESSAGE = 32 << 20
-
-
-class FaceGateClient:
-    """A synchronous client.
-
-    ``timeout`` is each call's deadline in seconds; unary calls are retried ``retries`` times
-    with exponential backoff when the server is UNAVAILABLE. Pass ``credentials``
-    (``grpc.ssl_channel_credentials(...)``) for TLS.
-    """
-
-    def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
-                 credentials: grpc.ChannelCredentials | None = None,
-                 metadata: Iterable[tuple[str, str]] = ()) -> None:
-        opts = [("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE)]
-        self._channel = (grpc.secure_channel(target, credentials, opts) if credentials
-                         else grpc.insecure_channel(target, opts))
-        self._stub = pb_grpc.FaceGateStub(self._channel)
-        self.timeout = timeout
-        self.retries = retries
-        self.metadata = tuple(metadata)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> FaceGateClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, fn: Callable, request: Any) -> Any:
-        delay = 0.2
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(request, timeout=self.timeout, metadata=self.metadata)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise from_rpc_error(e) from None
-            time.sleep(delay * (1 + random.random()))
-            delay *= 2
-        raise AssertionError("unreachable")
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until the server's health check says SERVING (models loaded)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                r = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise from_rpc_error(e) from None
-            if time.monotonic() > end:
-                raise Unavailable(grpc.StatusCode.UNAVAILABLE, f"not SERVING after {timeout}s")
-            time.sleep(0.5)
-
-    # -- API ------------------------------------------------------------------------------------
-    def stream(self, frames: Iterable[FrameLike], mode: str = "identify",
-               claim: str | None = None, challenges: Iterable[str] = (), **config: Any
-               ) -> Iterator[pb.AuthResponse]:
-        """The raw response stream of Authenticate, for callers that show live feedback."""
-        cfg = M.session_config(mode, claim, challenges, **config)
-        try:
-            yield from self._stub.Authenticate(M.auth_requests(cfg, frames),
-                                               timeout=self.timeout, metadata=self.metadata)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-
-    def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
-                     claim: str | None = None, challenges: Iterable[str] = (),
-                     on_event: Callable[[pb.AuthResponse], None] | None = None,
-                     **config: Any) -> Decision:
-        """Stream ``frames`` and return the final decision. ``claim`` means verify 1:1."""
-        events = []
-        for resp in self.stream(frames, mode, claim, challenges, **config):
-            if on_event is not None:
-                on_event(resp)
-            if resp.WhichOneof("event") == "decision":
-                return M.decision(resp.decision, tuple(events))
-            events.append(resp)
-        raise FaceGateError(grpc.StatusCode.INTERNAL, "stream ended without a decision")
-
-    def check_liveness(self, image: FrameLike) -> Decision:
-        req = pb.CheckLivenessRequest(frame=M.to_frame(image))
-        return M.decision(self._call(self._stub.CheckLiveness, req))
-
-    def enroll(self, subject_id: str, frames: Iterable[FrameLike], display_name: str = "",
-               replace: bool = False, skip_liveness: bool = False) -> EnrollResult:
-        cfg = pb.EnrollConfig(subject_id=subject_id, display_name=display_name, replace=replace,
-                              skip_liveness=skip_liveness)
-        try:
-            resp = self._stub.Enroll(M.enroll_requests(cfg, frames), timeout=self.timeout,
-                                     metadata=self.metadata)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-        return M.enroll_result(resp)
-
-    def get_subject(self, subject_id: str) -> Subject:
-        return M.subject(self._call(self._stub.GetSubject,
-                                    pb.GetSubjectRequest(subject_id=subject_id)))
-
-    def list_subjects(self, page_size: int = 100) -> Iterator[Subject]:
-        """Every subject, fetched page by page."""
-        token = ""
-        while True:
-            resp = self._call(self._stub.ListSubjects,
-                              pb.ListSubjectsRequest(page_size=page_size, page_token=token))
-            yield from (M.subject(s) for s in resp.subjects)
-            token = resp.next_page_token
-            if not token:
-                return
-
-    def delete_subject(self, subject_id: str) -> None:
-        self._call(self._stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject_id))

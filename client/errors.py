@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Iterator
+
 import grpc
 
 
@@ -62,3 +65,11 @@ def from_rpc_error(err: grpc.RpcError) -> FaceGateError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     return _BY_CODE.get(code, FaceGateError)(code, details or "")
+
+
+def retry_delays(retries: int, first: float = 0.2) -> Iterator[float]:
+    """Seconds to wait before each retry: exponential backoff with jitter."""
+    delay = first
+    for _ in range(retries):
+        yield delay * (1 + random.random())
+        delay *= 2

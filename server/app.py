@@ -51,8 +51,11 @@ def load_authenticator(settings: Settings):
 def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     """Bind, start serving health at once (NOT_SERVING), load models, then report SERVING."""
     limit = settings.max_frame_bytes + (1 << 20)
+    # Each stream holds a worker for its life; past the pool, calls are refused with
+    # RESOURCE_EXHAUSTED instead of queueing without bound.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers),
+        maximum_concurrent_rpcs=settings.workers,
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", 16 << 20)],
     )

@@ -204,3 +204,33 @@ def test_server_keeps_serving_after_errors(client):
         with pytest.raises(InvalidArgument):
             client.check_liveness(b"garbage")
     assert client.get_subject("obama").subject_id == "obama"
+
+
+def test_async_client(server):
+    import asyncio
+
+    from facegate.client import AsyncFaceGateClient
+
+    async def go():
+        async with AsyncFaceGateClient(f"localhost:{server.port}") as fg:
+            d = await fg.check_liveness(OBAMA2)
+            assert d.frames_with_face == 1 and d.outcome in ("ACCEPTED", "REJECTED_SPOOF")
+            d2 = await fg.authenticate([OBAMA2], mode="liveness")
+            assert d2.liveness_score == pytest.approx(d.liveness_score, abs=1e-6)
+            assert "obama" in {s.subject_id for s in await fg.list_subjects(page_size=1)}
+            with pytest.raises(InvalidArgument, match="frame.encoded"):
+                await fg.check_liveness(b"garbage")
+            with pytest.raises(NotFound):
+                await fg.get_subject("nobody")
+
+    asyncio.run(go())
+
+
+def test_unavailable_is_retried_then_raised():
+    from facegate.client import FaceGateClient, Unavailable
+
+    with FaceGateClient("localhost:1", timeout=2, retries=2) as fg:  # nothing listens there
+        t = time.monotonic()
+        with pytest.raises(Unavailable):
+            fg.get_subject("x")
+        assert time.monotonic() - t >= 0.4  # two backoff waits of at least 0.2 s and 0.4 s

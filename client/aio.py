@@ -1,0 +1,110 @@
+"""The asyncio flavour of the SDK; message building is shared with the sync client.
+
+    async with AsyncFaceGateClient("localhost:50051") as fg:
+        d = await fg.authenticate(frames)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, Iterable
+
+import grpc
+import grpc.aio
+
+from facegate.client import messages as M
+from facegate.client.client import MAX_MESSAGE
+from facegate.client.errors import FaceGateError, from_rpc_error, retry_delays
+from facegate.client.messages import Decision, EnrollResult, FrameLike, Subject
+from facegate.client.v1 import facegate_pb2 as pb
+from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
+
+
+class AsyncFaceGateClient:
+    """Same options and methods as :class:`facegate.client.FaceGateClient`, awaitable."""
+
+    def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
+                 credentials: grpc.ChannelCredentials | None = None,
+                 metadata: Iterable[tuple[str, str]] = ()) -> None:
+        opts = [("grpc.max_send_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", MAX_MESSAGE)]
+        self._channel = (grpc.aio.secure_channel(target, credentials, opts) if credentials
+                         else grpc.aio.insecure_channel(target, opts))
+        self._stub = pb_grpc.FaceGateStub(self._channel)
+        self.timeout = timeout
+        self.retries = retries
+        self.metadata = tuple(metadata)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncFaceGateClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _call(self, fn: Callable, request: Any) -> Any:
+        delays = retry_delays(self.retries)
+        while True:
+            try:
+                return await fn(request, timeout=self.timeout, metadata=self.metadata)
+            except grpc.RpcError as e:
+                wait = next(delays, None) if e.code() == grpc.StatusCode.UNAVAILABLE else None
+                if wait is None:
+                    raise from_rpc_error(e) from None
+            await asyncio.sleep(wait)
+
+    async def stream(self, frames: Iterable[FrameLike], mode: str = "identify",
+                     claim: str | None = None, challenges: Iterable[str] = (), **config: Any
+                     ) -> AsyncIterator[pb.AuthResponse]:
+        cfg = M.session_config(mode, claim, challenges, **config)
+        call = self._stub.Authenticate(M.auth_requests(cfg, frames), timeout=self.timeout,
+                                       metadata=self.metadata)
+        try:
+            async for resp in call:
+                yield resp
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    async def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
+                           claim: str | None = None, challenges: Iterable[str] = (),
+                           **config: Any) -> Decision:
+        events = []
+        async for resp in self.stream(frames, mode, claim, challenges, **config):
+            if resp.WhichOneof("event") == "decision":
+                return M.decision(resp.decision, tuple(events))
+            events.append(resp)
+        raise FaceGateError(grpc.StatusCode.INTERNAL, "stream ended without a decision")
+
+    async def check_liveness(self, image: FrameLike) -> Decision:
+        req = pb.CheckLivenessRequest(frame=M.to_frame(image))
+        return M.decision(await self._call(self._stub.CheckLiveness, req))
+
+    async def enroll(self, subject_id: str, frames: Iterable[FrameLike], display_name: str = "",
+                     replace: bool = False, skip_liveness: bool = False) -> EnrollResult:
+        cfg = pb.EnrollConfig(subject_id=subject_id, display_name=display_name, replace=replace,
+                              skip_liveness=skip_liveness)
+        try:
+            resp = await self._stub.Enroll(M.enroll_requests(cfg, frames), timeout=self.timeout,
+                                           metadata=self.metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        return M.enroll_result(resp)
+
+    async def get_subject(self, subject_id: str) -> Subject:
+        return M.subject(await self._call(self._stub.GetSubject,
+                                          pb.GetSubjectRequest(subject_id=subject_id)))
+
+    async def list_subjects(self, page_size: int = 100) -> list[Subject]:
+        out, token = [], ""
+        while True:
+            resp = await self._call(self._stub.ListSubjects,
+                                    pb.ListSubjectsRequest(page_size=page_size, page_token=token))
+            out += [M.subject(s) for s in resp.subjects]
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    async def delete_subject(self, subject_id: str) -> None:
+        await self._call(self._stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject_id))
