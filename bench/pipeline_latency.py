@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 

@@ -11,9 +11,17 @@ Installs with grpcio, protobuf and numpy only (no torch).
 
 from facegate.client.aio import AsyncFaceGateClient
 from facegate.client.client import FaceGateClient
-from facegate.client.errors import (AlreadyExists, DeadlineExceeded, FaceGateError,
-                                    FailedPrecondition, InvalidArgument, NotFound,
-                                    PermissionDenied, ResourceExhausted, Unavailable)
+from facegate.client.errors import (
+                                    AlreadyExists,
+                                    DeadlineExceeded,
+                                    FaceGateError,
+                                    FailedPrecondition,
+                                    InvalidArgument,
+                                    NotFound,
+                                    PermissionDenied,
+                                    ResourceExhausted,
+                                    Unavailable,
+)
 from facegate.client.messages import Decision, EnrollResult, Subject
 
 __all__ = [

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -70,7 +71,7 @@ class AsyncFaceGateClient:
     async def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
                            claim: str | None = None, challenges: Iterable[str] = (),
                            **config: Any) -> Decision:
-        events = []
+        events: list[pb.AuthResponse] = []
         async for resp in self.stream(frames, mode, claim, challenges, **config):
             if resp.WhichOneof("event") == "decision":
                 return M.decision(resp.decision, tuple(events))

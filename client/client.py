@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 
@@ -92,7 +93,7 @@ class FaceGateClient:
                      on_event: Callable[[pb.AuthResponse], None] | None = None,
                      **config: Any) -> Decision:
         """Stream ``frames`` and return the final decision. ``claim`` means verify 1:1."""
-        events = []
+        events: list[pb.AuthResponse] = []
         for resp in self.stream(frames, mode, claim, challenges, **config):
             if on_event is not None:
                 on_event(resp)

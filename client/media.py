@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from facegate.client.v1 import facegate_pb2 as pb
 
@@ -38,7 +38,8 @@ def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
                 h, w = bgr.shape[:2]
                 if max(h, w) > max_side:
                     s = max_side / max(h, w)
-                    bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+                    bgr = cv2.resize(bgr, (round(w * s), round(h * s)),
+                                     interpolation=cv2.INTER_AREA)
                 ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 yield pb.Frame(encoded=buf.tobytes(), timestamp_ms=int(1 + i * 1000.0 / fps))
                 sent += 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -118,7 +119,8 @@ def session_config(mode: str = "identify", claim: str | None = None,
                             client_id=client_id, device_id=device_id, max_frames=max_frames)
 
 
-def auth_requests(config: pb.SessionConfig, frames: Iterable[FrameLike]) -> Iterator[pb.AuthRequest]:
+def auth_requests(config: pb.SessionConfig, frames: Iterable[FrameLike]
+                  ) -> Iterator[pb.AuthRequest]:
     yield pb.AuthRequest(config=config)
     for f in frames:
         yield pb.AuthRequest(frame=to_frame(f))

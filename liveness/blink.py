@@ -7,7 +7,7 @@ below the person's own open level, so a blink is judged against that level, not 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ BLINK_DEPTH = 0.25
 MIN_FRAMES = 3
 
 
-def eye_aspect_ratio(eye: np.ndarray) -> float:
+def eye_aspect_ratio(eye: np.ndarray | Sequence[tuple[int, int]]) -> float:
     """EAR of six (x, y) eye landmarks in dlib's order."""
     eye = np.asarray(eye, dtype=np.float64)
     vertical = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])

@@ -7,7 +7,7 @@ carry no label (see DATA.md's shortcuts).
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -99,11 +99,12 @@ def crop_square(image: np.ndarray, center: Sequence[float], side: float, size: i
         [[scale, 0.0, -(cx - half) * scale], [0.0, scale, -(cy - half) * scale]], dtype=np.float64
     )
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, matrix, (size, size), flags=interp,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def face_crop(face: Face, size: int, scale: float = 1.0) -> np.ndarray:
-    """The face as a ``size`` x ``size`` RGB crop of ``scale`` times the detector box's longer side."""
+    """A ``size`` x ``size`` RGB crop of ``scale`` times the detector box's longer side."""
     left, top, right, bottom = face.box
     side = max(right - left, bottom - top) * scale
     return crop_square(face.frame, ((left + right) / 2, (top + bottom) / 2), side, size)

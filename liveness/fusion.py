@@ -7,7 +7,8 @@ scores) implements the same ``fuse`` signature.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from facegate.liveness.types import CheckResult, LivenessResult
 

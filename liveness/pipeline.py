@@ -7,8 +7,8 @@ a :class:`LivenessSession` holds one stream's evidence and is cheap to create.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np

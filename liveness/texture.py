@@ -103,5 +103,6 @@ class TextureCheck:
                                reason="no face to judge")
         s = float(np.mean(scores))
         passed = s >= self.threshold
-        reason = "" if passed else f"face texture looks like a print or screen ({s:.2f} < {self.threshold:.2f})"
+        reason = "" if passed else (
+            f"face texture looks like a print or screen ({s:.2f} < {self.threshold:.2f})")
         return CheckResult(self.name, s, self.threshold, passed, reason=reason)

@@ -68,7 +68,8 @@ def augment(crop: np.ndarray, rng: np.random.Generator, degrade_p: float = 0.5) 
         out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s))
     if rng.random() < degrade_p:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(40, 95))])
-        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        out = out if decoded is None else decoded
     out = out.astype(np.float32)
     out = (out - out.mean()) * rng.uniform(0.75, 1.25) + out.mean() + rng.uniform(-25, 25)
     gray = out.mean(axis=2, keepdims=True)
@@ -186,12 +187,12 @@ def loso(sets, cfg: TrainConfig) -> dict:
     for g in groups:
         t = time.time()
         print(f"  fold: hold out {g}", flush=True)
-        crops, labels, w = _select(sets, lambda s: D.group_of(s.source) != g
+        crops, labels, w = _select(sets, lambda s, g=g: D.group_of(s.source) != g
                                    and s.source not in EVAL_ONLY
                                    and (s.source != "nuaa" or s.split == "train"))
         model = train(crops, labels, w, cfg, log=False)
         # NUAA held out: its official test list, the protocol everyone quotes.
-        res = evaluate(model, sets, lambda s: D.group_of(s.source) == g
+        res = evaluate(model, sets, lambda s, g=g: D.group_of(s.source) == g
                        and (s.source != "nuaa" or s.split == "test"), cfg, 0.5)
         folds[g] = {"per_source": res["per_source"], "group": res["pooled"]}
         all_s.append(res["_scores"])

@@ -12,8 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 DEFAULT_TARGET = "localhost:50051"
 

@@ -35,7 +35,8 @@ def frame_image(frame: pb.Frame, limits: FrameLimits, field: str = "frame") -> n
         return decode_encoded(frame.encoded, limits, f"{field}.encoded")
     if kind == "raw":
         r = frame.raw
-        fmt = pb.PixelFormat.Name(r.format) if r.format in pb.PixelFormat.values() else str(r.format)
+        known = r.format in pb.PixelFormat.values()
+        fmt = pb.PixelFormat.Name(r.format) if known else str(r.format)
         return decode_raw(r.pixels, r.width, r.height, fmt, limits, f"{field}.raw")
     raise InvalidInput("a frame needs encoded bytes or raw pixels", field)
 

@@ -43,7 +43,8 @@ def _header_ok(data: bytes) -> bool:
 def decode_raw(pixels: bytes, width: int, height: int, fmt: str, limits: FrameLimits,
                field: str = "frame.raw") -> np.ndarray:
     if fmt not in CHANNELS:
-        raise InvalidInput(f"format must be one of {sorted(CHANNELS)}, got {fmt}", f"{field}.format")
+        raise InvalidInput(f"format must be one of {sorted(CHANNELS)}, got {fmt}",
+                           f"{field}.format")
     if width <= 0 or height <= 0:
         raise InvalidInput(f"width and height must be positive, got {width}x{height}", field)
     if width * height > limits.max_pixels:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
+import numpy as np
 
 from facegate.client.v1 import facegate_pb2 as pb
 from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
 from facegate.server import converters as C
-from facegate.server.errors import (InvalidInput, MissingConfig, NotReady, TooMuchInput,
-                                    status_of)
+from facegate.server.errors import InvalidInput, MissingConfig, NotReady, TooMuchInput, status_of
 from facegate.server.frames import FrameLimits
 from facegate.server.sessions import MAX_ENROLL_FRAMES, Authenticator
 
@@ -104,7 +104,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         if first is None or first.WhichOneof("payload") != "config":
             raise MissingConfig("the first EnrollRequest must carry an EnrollConfig", "config")
         config = C.enroll_config(first.config)
-        frames = []
+        frames: list[np.ndarray] = []
         for i, req in enumerate(request_iterator):
             if req.WhichOneof("payload") != "frame":
                 raise InvalidInput("only frames may follow the first request",

@@ -234,3 +234,32 @@ def test_unavailable_is_retried_then_raised():
         with pytest.raises(Unavailable):
             fg.get_subject("x")
         assert time.monotonic() - t >= 0.4  # two backoff waits of at least 0.2 s and 0.4 s
+
+
+def test_frame_budget_ends_the_session(client):
+    blank = np.full((120, 160, 3), 90, np.uint8)
+    d = client.authenticate([blank] * 5, mode="liveness", max_frames=2)
+    assert d.outcome == "TIMEOUT" and d.frames_received == 2
+
+
+def test_health_is_not_serving_until_models_load(tmp_path):
+    from facegate.client import FaceGateClient, Unavailable
+    from facegate.server.app import start
+    from facegate.server.settings import Settings
+
+    running = start(Settings(host="[::]", port=0, db=str(tmp_path / "g.db")),
+                    block_until_loaded=False)
+    try:
+        with grpc.insecure_channel(f"localhost:{running.port}") as ch:
+            h = health_pb2_grpc.HealthStub(ch)
+            r = h.Check(health_pb2.HealthCheckRequest(service="facegate.v1.FaceGate"), timeout=10)
+            if not running.loaded.is_set():  # loading takes seconds; this is the usual path
+                assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                with FaceGateClient(f"localhost:{running.port}", retries=0) as fg:
+                    with pytest.raises(Unavailable, match="loading"):
+                        fg.get_subject("x")
+            assert running.loaded.wait(120)
+            r = h.Check(health_pb2.HealthCheckRequest(service="facegate.v1.FaceGate"), timeout=10)
+            assert r.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        running.stop(0)
