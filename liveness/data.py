@@ -129,7 +129,7 @@ def _cache_key(samples: list[Sample]) -> str:
     h = hashlib.sha256()
     for s in samples:
         st = s.path.stat()
-        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{s.path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     h.update(f"crop{CACHE_CROP_SIZE}-v1".encode())
     return h.hexdigest()[:16]
 
@@ -152,14 +152,17 @@ def crop_set(samples: list[Sample], detector=None, progress: bool = False) -> Cr
     crops = np.zeros((n, CACHE_CROP_SIZE, CACHE_CROP_SIZE, 3), np.uint8)
     found = np.zeros(n, bool)
     rotation = np.zeros(n, np.int8)
-    for i, s in enumerate(samples):
+    items = enumerate(samples)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=n, desc="detecting faces", unit="img")
+    for i, s in items:
         faces = detector.detect(load_image(str(s.path)))
         if faces:
             crops[i] = face_crop(faces[0], CACHE_CROP_SIZE)
             found[i] = True
             rotation[i] = faces[0].rotation
-        if progress and (i + 1) % 100 == 0:
-            print(f"  cropped {i + 1}/{n}", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, crops=crops, found=found, rotation=rotation)

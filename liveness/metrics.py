@@ -2,6 +2,7 @@
 
 Scores are "higher means live"; a sample is accepted as live when ``score >= threshold``.
 APCER: share of attacks accepted. BPCER: share of bona fide (live) samples rejected.
+ACER = (APCER + BPCER) / 2; HTER is the same mean at a fixed threshold, reported alongside.
 """
 
 from __future__ import annotations
@@ -46,6 +47,28 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (live.size * spoof.size))
 
 
+def bpcer_at_apcer(scores: np.ndarray, labels: np.ndarray, target: float) -> tuple[float, float]:
+    """(BPCER, threshold) at the lowest threshold whose APCER is at most ``target``."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels)
+    spoof = np.sort(scores[labels == 0])[::-1]
+    if not spoof.size or not (labels == 1).any():
+        return float("nan"), float("nan")
+    allowed = int(np.floor(target * spoof.size + 1e-9))  # attacks we may let through
+    # Accept strictly above the (allowed+1)-th highest attack score.
+    threshold = float(np.nextafter(spoof[allowed], np.inf)) if allowed < spoof.size else \
+        float(spoof[-1])
+    return apcer_bpcer(scores, labels, threshold)[1], threshold
+
+
+def threshold_for_bpcer(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
+    """The highest threshold whose BPCER is at most ``target`` (fewest attacks let through)."""
+    live = np.sort(np.asarray(scores, float)[np.asarray(labels) == 1])
+    if not live.size:
+        raise ValueError("no live samples to calibrate on")
+    rejectable = int(np.floor(target * live.size + 1e-9))  # live samples we may reject
+    return float(live[min(rejectable, live.size - 1)])
+
+
 @dataclass(frozen=True)
 class PadReport:
     threshold: float
@@ -58,6 +81,9 @@ class PadReport:
     hter: float
     eer: float
     auc: float
+    bpcer_at_apcer_1: float = float("nan")
+    bpcer_at_apcer_5: float = float("nan")
+    bpcer_at_apcer_10: float = float("nan")
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -68,5 +94,6 @@ def pad_report(scores, labels, threshold: float, n_no_face: int = 0) -> PadRepor
     a, b = apcer_bpcer(scores, labels, threshold)
     e, _ = eer(scores, labels)
     acer = float(np.nanmean([a, b])) if not (np.isnan(a) and np.isnan(b)) else float("nan")
+    at = [bpcer_at_apcer(scores, labels, t)[0] for t in (0.01, 0.05, 0.10)]
     return PadReport(threshold, int((labels == 1).sum()), int((labels == 0).sum()), n_no_face,
-                     a, b, acer, acer, e, auc(scores, labels))
+                     a, b, acer, acer, e, auc(scores, labels), *at)

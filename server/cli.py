@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -103,6 +105,51 @@ def cmd_subjects(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from facegate.liveness.evaluate import evaluate_folder, write_report
+
+    ev = evaluate_folder(args.data, args.model, args.threshold, progress=not args.json)
+    r = ev.as_dict()
+    if args.report:
+        r["report"] = str(write_report(ev, Path(args.report)))
+    if args.json:
+        print(json.dumps(r))
+    else:
+        for k, v in r.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from facegate.liveness.evaluate import evaluate_folder
+    from facegate.liveness.metrics import apcer_bpcer, eer, threshold_for_bpcer
+    from facegate.weights import REGISTRY_PATH, read_registry, register
+
+    ev = evaluate_folder(args.data, args.model, progress=False)
+    if args.eer:
+        threshold, target = eer(ev.scores, ev.labels)[1], "eer"
+    else:
+        threshold = threshold_for_bpcer(ev.scores, ev.labels, args.target_bpcer)
+        target = f"bpcer<={args.target_bpcer}"
+    # Stored with 4 decimals, rounded down: rounding up could reject the live sample the
+    # threshold sits on and break the BPCER target.
+    threshold = math.floor(float(threshold) * 1e4) / 1e4
+    apcer, bpcer = apcer_bpcer(ev.scores, ev.labels, threshold)
+    out = {"model": args.model, "data": str(args.data), "target": target,
+           "threshold": threshold, "apcer": round(apcer, 4),
+           "bpcer": round(bpcer, 4), "n_live": ev.report.n_live, "n_spoof": ev.report.n_spoof}
+    if args.write:
+        registry = Path(args.registry) if args.registry else REGISTRY_PATH
+        entry = read_registry(registry)[args.model]
+        entry["threshold"] = out["threshold"]
+        entry["calibration"] = {k: out[k] for k in ("data", "target", "apcer", "bpcer",
+                                                      "n_live", "n_spoof")}
+        register(args.model, entry, registry)
+        out["written_to"] = str(registry)
+    print(json.dumps(out))
+    return 0
+
+
 def _slug(name: str) -> str:
     import re
 
@@ -150,6 +197,24 @@ def parser() -> argparse.ArgumentParser:
     lv = client_cmd("liveness", "passive liveness of still images")
     lv.add_argument("inputs", nargs="+")
     lv.set_defaults(fn=cmd_liveness)
+
+    ev = sub.add_parser("eval", help="liveness metrics on a DIR/live + DIR/spoof folder")
+    ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images")
+    ev.add_argument("--model", default="livenessnet", help="weights registry name")
+    ev.add_argument("--threshold", type=float, default=None, help="default: the registry's")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--report", help="write ROC/DET PNGs and a markdown report here")
+    ev.set_defaults(fn=cmd_eval)
+
+    cal = sub.add_parser("calibrate", help="pick a model's threshold on a dev folder")
+    cal.add_argument("--data", required=True)
+    cal.add_argument("--model", default="livenessnet")
+    goal = cal.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-bpcer", type=float, help="highest threshold with BPCER <= this")
+    goal.add_argument("--eer", action="store_true", help="the equal-error threshold")
+    cal.add_argument("--write", action="store_true", help="store it in the weights registry")
+    cal.add_argument("--registry", help="registry.json to write (default: the package's)")
+    cal.set_defaults(fn=cmd_calibrate)
 
     sb = client_cmd("subjects", "list, get or delete enrolled subjects")
     sb.add_argument("action", choices=["list", "get", "delete"])

@@ -36,3 +36,21 @@ def test_perfect_and_degenerate():
     r = pad_report(np.array([0.9, 0.2, 0.7]), np.array([1, 1, 0]), 0.5, n_no_face=2)
     assert (r.n_live, r.n_spoof, r.n_no_face) == (2, 1, 2)
     assert r.apcer == 1.0 and r.bpcer == 0.5 and r.acer == 0.75
+
+
+def test_bpcer_at_apcer_and_calibration_by_hand():
+    from facegate.liveness.metrics import bpcer_at_apcer, threshold_for_bpcer
+
+    live = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    spoof = np.array([0.75, 0.65, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0])
+    s = np.concatenate([live, spoof])
+    y = np.array([1] * 10 + [0] * 10)
+    # APCER <= 10%: one attack (0.75) may pass; accept above 0.65 -> live 0.6..0.2 rejected
+    b, t = bpcer_at_apcer(s, y, 0.10)
+    assert 0.65 < t <= 0.7 and b == pytest.approx(0.5)
+    assert apcer_bpcer(s, y, t) == pytest.approx((0.1, 0.5))
+    # APCER <= 1% of 10 attacks: none may pass; accept above 0.75 -> 6 live rejected
+    assert bpcer_at_apcer(s, y, 0.01)[0] == pytest.approx(0.6)
+    # BPCER <= 20%: two live may be rejected -> threshold at the third-lowest live score
+    t = threshold_for_bpcer(s, y, 0.20)
+    assert t == 0.4 and apcer_bpcer(s, y, t)[1] == pytest.approx(0.2)

@@ -1,0 +1,121 @@
+"""Evaluating a liveness model on a folder of images (ISO/IEC 30107-3 metrics).
+
+``DIR/live/*`` and ``DIR/spoof/*``: every image is detected and cropped as the server does
+(results cached by file), scored, and reported with APCER/BPCER/ACER at a threshold plus
+EER, AUC and BPCER at APCER 1/5/10%. Images with no face are counted, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facegate.liveness.data import CropSet, FolderDataset, crop_set
+from facegate.liveness.metrics import PadReport, apcer_bpcer, pad_report
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model: str
+    data: str
+    report: PadReport
+    scores: np.ndarray  # of the images with a face
+    labels: np.ndarray
+    no_face: dict[str, int]  # per class
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, **self.report.as_dict(),
+                "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]}
+
+
+def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray]:
+    from facegate.liveness.texture import TextureCheck
+
+    check = TextureCheck(model)
+    found = cs.found
+    return check.predict_crops(cs.crops[found]), cs.labels[found]
+
+
+def evaluate_folder(data: str | Path, model: str = "livenessnet", threshold: float | None = None,
+                    progress: bool = False) -> Evaluation:
+    from facegate.weights import entry
+
+    samples = FolderDataset(data).samples()
+    if not samples:
+        raise ValueError(f"{data}: no images under live/ or spoof/")
+    cs = crop_set(samples, progress=progress)
+    scores, labels = score_crops(cs, model)
+    thr = entry(model).threshold if threshold is None else threshold
+    missing = ~cs.found
+    no_face = {"live": int((missing & (cs.labels == 1)).sum()),
+               "spoof": int((missing & (cs.labels == 0)).sum())}
+    return Evaluation(model, str(data), pad_report(scores, labels, thr, int(missing.sum())),
+                      scores, labels, no_face)
+
+
+def _curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(APCER, BPCER) over every distinct threshold, from accept-all to reject-all."""
+    ts = np.concatenate([[-np.inf], np.unique(scores), [np.inf]])
+    pts = np.array([apcer_bpcer(scores, labels, t) for t in ts])
+    return pts[:, 0], pts[:, 1]
+
+
+def _plot(xs: np.ndarray, ys: np.ndarray, title: str, xlabel: str, ylabel: str,
+          ticks: list[tuple[float, str]], path: Path, diagonal: bool) -> None:
+    """A plain line chart on a 0-1 square, drawn with OpenCV (no plotting dependency)."""
+    size, m = 480, 60
+    img = np.full((size, size, 3), 255, np.uint8)
+    span = size - 2 * m
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return int(m + np.clip(x, 0, 1) * span), int(size - m - np.clip(y, 0, 1) * span)
+
+    cv2.rectangle(img, px(0, 0), px(1, 1), (0, 0, 0), 1)
+    for v, label in ticks:
+        cv2.line(img, px(v, 0), px(v, 1), (225, 225, 225), 1)
+        cv2.line(img, px(0, v), px(1, v), (225, 225, 225), 1)
+        cv2.putText(img, label, (px(v, 0)[0] - 12, size - m + 18), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 0, 0), 1)
+        cv2.putText(img, label, (4, px(0, v)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    if diagonal:
+        cv2.line(img, px(0, 0), px(1, 1), (180, 180, 180), 1)
+    pts = np.array([px(x, y) for x, y in zip(xs, ys)], np.int32)
+    cv2.polylines(img, [pts], False, (200, 80, 0), 2)
+    cv2.putText(img, title, (m, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    cv2.putText(img, xlabel, (size // 2 - 40, size - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (0, 0, 0), 1)
+    cv2.putText(img, ylabel, (m, 48), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.imwrite(str(path), img)
+
+
+def write_report(ev: Evaluation, out: Path) -> Path:
+    """ROC and DET curves as PNG, and a markdown report, in ``out``."""
+    from scipy.stats import norm
+
+    out.mkdir(parents=True, exist_ok=True)
+    apcer, bpcer = _curve(ev.scores, ev.labels)
+    _plot(apcer, 1 - bpcer, f"ROC: {ev.model}", "APCER", "1 - BPCER",
+          [(v, f"{v:.1f}") for v in (0.2, 0.4, 0.6, 0.8)], out / "roc.png", diagonal=True)
+    # DET on normal-deviate axes from 0.1% to 50%, the usual biometric view.
+    lo, hi = norm.ppf(0.001), norm.ppf(0.5)
+
+    def dev(p: np.ndarray) -> np.ndarray:
+        return (norm.ppf(np.clip(p, 0.001, 0.5)) - lo) / (hi - lo)
+
+    ticks = [(float(dev(np.array([p]))[0]), f"{p * 100:g}%") for p in (0.01, 0.05, 0.1, 0.2, 0.4)]
+    _plot(dev(apcer), dev(bpcer), f"DET: {ev.model}", "APCER", "BPCER", ticks, out / "det.png",
+          diagonal=True)
+    r = ev.as_dict()
+    rows = "\n".join(f"| {k} | {v} |" for k, v in r.items())
+    md = (f"# Liveness evaluation: {ev.model} on {ev.data}\n\n| metric | value |\n|---|---|\n"
+          f"{rows}\n\nAPCER/BPCER/ACER at threshold {r['threshold']} (accept as live when "
+          "score >= threshold). Images with no detected face are not scored and are counted in "
+          "n_no_face.\n\n![ROC](roc.png) ![DET](det.png)\n")
+    path = out / "report.md"
+    path.write_text(md)
+    (out / "report.json").write_text(json.dumps(r, indent=2) + "\n")
+    return path

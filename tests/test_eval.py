@@ -1,0 +1,59 @@
+"""The evaluation harness and calibration on real images, through the facegate command."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from .conftest import DATA
+
+FACEGATE = [sys.executable, "-m", "facegate.server.cli"]
+
+
+def _run(*args: str) -> dict:
+    r = subprocess.run([*FACEGATE, *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_eval_json_report_and_no_face_counting(tmp_path):
+    src = DATA / "pad" / "hm_balveer"
+    data = tmp_path / "set"
+    for label in ("live", "spoof"):
+        (data / label).mkdir(parents=True)
+        for p in sorted((src / label).glob("*.jpg"))[:6]:
+            shutil.copy(p, data / label / p.name)
+    cv2.imwrite(str(data / "spoof" / "wall.jpg"), np.full((200, 200, 3), 120, np.uint8))
+    out = _run("eval", "--data", str(data), "--json", "--report", str(tmp_path / "rep"))
+    keys = {"apcer", "bpcer", "acer", "eer", "auc", "n_live", "n_spoof", "n_no_face",
+            "threshold", "model", "bpcer_at_apcer_1", "bpcer_at_apcer_5", "bpcer_at_apcer_10"}
+    assert keys <= out.keys()
+    assert out["n_live"] == 6 and out["n_spoof"] == 6
+    assert out["n_no_face"] == 1 and out["n_no_face_spoof"] == 1  # the wall, counted
+    assert abs(out["acer"] - (out["apcer"] + out["bpcer"]) / 2) < 1e-3
+    for png in ("roc.png", "det.png"):
+        img = cv2.imread(str(tmp_path / "rep" / png))
+        assert img is not None and img.shape == (480, 480, 3)
+    assert "| apcer |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_calibrate_writes_a_threshold_that_meets_its_target(tmp_path):
+    from facegate.weights import REGISTRY_PATH, WEIGHTS_DIR
+
+    reg = tmp_path / "registry.json"
+    shutil.copy(REGISTRY_PATH, reg)
+    data = str(DATA / "pad" / "hm_alexcamargo")
+    out = _run("calibrate", "--data", data, "--target-bpcer", "0.05", "--write",
+               "--registry", str(reg))
+    assert out["bpcer"] <= 0.05 and out["written_to"] == str(reg)
+    written = json.loads(reg.read_text())["livenessnet"]
+    assert written["threshold"] == out["threshold"]
+    assert written["calibration"]["target"] == "bpcer<=0.05"
+    # The package's own registry is untouched.
+    assert json.loads(REGISTRY_PATH.read_text())["livenessnet"]["threshold"] == 0.43
+    assert (WEIGHTS_DIR / "livenessnet.safetensors").exists()
+    check = _run("eval", "--data", data, "--threshold", str(out["threshold"]), "--json")
+    assert check["bpcer"] <= 0.05
