@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def cache_dir() -> Path:
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    label: int  # LIVE or SPOOF
+    label: int  # LIVE or SPOOF (eyes: 1 open, 0 closed; identities: person index)
     source: str
     clip: str  # person or clip id: internal splits never cut through one
     split: str = ""  # "train"/"test" where the source has an official split
@@ -54,7 +55,17 @@ def group_of(source: str) -> str:
     return SOURCE_GROUPS.get(source, source)
 
 
-class FolderDataset:
+class Dataset(ABC):
+    """A source of labelled samples. Subclasses know one folder layout each."""
+
+    root: Path
+    source: str
+
+    @abstractmethod
+    def samples(self) -> list[Sample]: ...
+
+
+class FolderDataset(Dataset):
     """The generic format: ``DIR/live/*`` and ``DIR/spoof/*`` images."""
 
     def __init__(self, root: str | os.PathLike[str], source: str | None = None) -> None:
@@ -93,6 +104,35 @@ class NuaaDataset(FolderDataset):
             subject = s.path.parent.name
             out.append(Sample(s.path, s.label, s.source, subject, split_of.get(rel, "")))
         return out
+
+
+class EyeDataset(Dataset):
+    """Eye crops in ``DIR/open/*`` and ``DIR/closed/*``; label 1 = open, 0 = closed."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else default_data_root() / "eyes" / "pheepa"
+        self.source = self.root.name
+
+    def samples(self) -> list[Sample]:
+        out = []
+        for name, label in (("open", 1), ("closed", 0)):
+            files = sorted((self.root / name).glob("*"), key=_natural_key)
+            files = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            out += [Sample(p, label, self.source, f"{name}-{i // 10}") for i, p in enumerate(files)]
+        return out
+
+
+class IdentityDataset(Dataset):
+    """Photos of known people: ``DIR/<person>/*`` (one folder per person)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.source = self.root.name
+
+    def samples(self) -> list[Sample]:
+        people = sorted(p for p in self.root.iterdir() if p.is_dir())
+        return [Sample(f, i, self.source, person.name) for i, person in enumerate(people)
+                for f in sorted(person.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def pad_sources(root: Path | None = None) -> list[str]:

@@ -110,11 +110,15 @@ def face_crop(face: Face, size: int, scale: float = 1.0) -> np.ndarray:
     return crop_square(face.frame, ((left + right) / 2, (top + bottom) / 2), side, size)
 
 
-def eye_crops(face: Face, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """Grayscale (size, size) crops around the left and right eye landmarks."""
+def eye_crops(face: Face, size: int = 24, scale: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Grayscale (size, size) crops around the left and right eye landmarks.
+
+    The side is ``scale`` times the distance between the eyes: 0.6 frames the eye about as
+    tightly as the CEW-style crops the eye-state model learns from.
+    """
     left_eye, right_eye = face.landmarks[0], face.landmarks[1]
     interocular = float(np.linalg.norm(right_eye - left_eye))
-    side = max(interocular * 0.75, 8.0)
+    side = max(interocular * scale, 8.0)
     gray = cv2.cvtColor(face.frame, cv2.COLOR_RGB2GRAY)
     return crop_square(gray, left_eye, side, size), crop_square(gray, right_eye, side, size)
 

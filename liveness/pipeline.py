@@ -16,6 +16,7 @@ import numpy as np
 from facegate.liveness.blink import BlinkCheck, face_ear
 from facegate.liveness.challenges import BlinkChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
+from facegate.liveness.eyes import EyeStateCheck
 from facegate.liveness.fusion import AllRequiredFusion, Fusion
 from facegate.liveness.texture import TextureCheck
 from facegate.liveness.types import CheckResult, Face, LivenessResult
@@ -49,6 +50,7 @@ class FrameAnalysis:
     texture_score: float | None
     ear: float | None
     hints: tuple[str, ...]
+    eyes_open: tuple[float, float] | None = None  # P(open) of the left and right eye
 
     @property
     def face(self) -> Face | None:
@@ -101,9 +103,11 @@ class LivenessPipeline:
         detect_rotations: bool = True,
         window: int = 8,
         fusion: Fusion | None = None,
+        eye_weights: str | None = "eyenet",
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations)
         self.texture = TextureCheck(texture_weights, texture_threshold)
+        self.eyes = EyeStateCheck(eye_weights) if eye_weights else None
         self.blink = BlinkCheck()
         self.fusion = fusion or AllRequiredFusion(self.texture.name)
         self.window = window
@@ -113,12 +117,13 @@ class LivenessPipeline:
         """Detect and score one RGB uint8 frame."""
         faces = tuple(self.detector.detect(frame))
         face = faces[0] if faces else None
-        texture = ear = None
+        texture = ear = eyes = None
         if face is not None:
             texture = self.texture.score_face(face)
             ear = face_ear(face) if landmarks else None
+            eyes = self.eyes.open_probs(face) if self.eyes is not None else None
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces), frame))
+                             quality_hints(face, len(faces), frame), eyes)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:
@@ -133,6 +138,7 @@ class LivenessSession:
         self.pipeline = pipeline
         self.textures: deque[float] = deque(maxlen=pipeline.window)
         self.ears: list[float | None] = []
+        self.eyes: list[tuple[float, float]] = []
         self.frames_with_face = 0
         self.challenges: list[BlinkChallenge] = [
             make_challenge(c, challenge_deadline_ms) for c in challenges]
@@ -145,6 +151,8 @@ class LivenessSession:
         if a.texture_score is not None:
             self.textures.append(a.texture_score)
         self.ears.append(a.ear)
+        if a.eyes_open is not None:
+            self.eyes.append(a.eyes_open)
         current = self.current_challenge()
         if current is not None:
             current.observe(a.timestamp_ms, a.ear)
@@ -184,5 +192,7 @@ class LivenessSession:
             self.pipeline.texture.result(list(self.textures)),
             self.pipeline.blink.result(self.ears, required=False),
         ]
+        if self.pipeline.eyes is not None:
+            checks.append(self.pipeline.eyes.result(self.eyes))
         checks += [c.result() for c in self.challenges]
         return self.pipeline.fusion.fuse(checks, self.frames_with_face)

@@ -227,12 +227,19 @@ def final(sets, cfg: TrainConfig, threshold: float
                    "n_train": int(len(crops))}, probe
 
 
+def write_safetensors(model: nn.Module, path: Path) -> None:
+    """fp16 floats (half the file; callers measure the score change), other tensors as is."""
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous()
+               for k, v in state.items()}, str(path))
+
+
 def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, threshold: float,
                   metrics: dict, probe: np.ndarray | None = None) -> Path:
     """Save fp16 safetensors and register them; ``probe`` crops measure what fp16 changes."""
     import copy
-
-    from safetensors.torch import save_file
 
     from facegate.weights import register, sha256_file
 
@@ -246,11 +253,7 @@ def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, th
         delta = np.abs(predict(model, probe, cfg) - predict(half, probe, cfg)).max()
         metrics = metrics | {"fp16_max_abs_score_delta": round(float(delta), 5),
                              "fp16_probe_faces": int(len(probe))}
-    # fp16 halves the file; the probe above measures how far the scores move.
-    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()
-               if v.is_floating_point()}
-              | {k: v for k, v in model.state_dict().items() if not v.is_floating_point()},
-              str(path))
+    write_safetensors(model, path)
     register(name, {
         "file": path.name,
         "sha256": sha256_file(path),

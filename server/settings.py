@@ -30,6 +30,7 @@ class Settings:
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
     texture_weights: str = "livenessnet"
     texture_threshold: float | None = None  # None: the registry's calibrated threshold
+    eye_weights: str = "eyenet"  # "" turns the both-eyes-closed rule off
     detect_rotations: bool = True
     enroll_frames: int = 5
     allow_unverified_enrollment: bool = False
