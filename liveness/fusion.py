@@ -1,8 +1,10 @@
 """Fusing check results into one liveness verdict.
 
-v0.1 fusion is a rule: every applicable, required check must pass; the fused score is the
-primary check's score against its threshold. A learned fusion (LDA/logistic over the checks'
-scores) implements the same ``fuse`` signature.
+The default rule: every applicable, required check must pass, each at its own calibrated
+threshold. Of the rules measured leave-one-source-out (``python -m
+facegate.liveness.fusion_fit``, weights/cards/fusion.md) it has the lowest mean ACER. The
+fused score is the weakest required check's score, mapped so that its threshold sits at 0.5:
+live exactly when the fused score is at least 0.5.
 """
 
 from __future__ import annotations
@@ -12,22 +14,26 @@ from typing import Protocol
 
 from facegate.liveness.types import CheckResult, LivenessResult
 
+FUSED_THRESHOLD = 0.5
+
 
 class Fusion(Protocol):
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult: ...
 
 
-class AllRequiredFusion:
-    def __init__(self, primary: str = "texture_cnn") -> None:
-        self.primary = primary
+def calibrated(score: float, threshold: float) -> float:
+    """Piecewise-linear map of [0, 1] onto itself that sends ``threshold`` to 0.5."""
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    return 0.5 * score / t if score < t else 0.5 + 0.5 * (score - t) / (1 - t)
 
+
+class AllRequiredFusion:
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
         judged = [c for c in checks if c.applicable and c.required]
         reasons = tuple(c.reason or f"{c.name} failed" for c in judged if not c.passed)
-        primary = next((c for c in checks if c.name == self.primary), None)
-        if primary is None or not primary.applicable:
-            return LivenessResult(False, 0.0, primary.threshold if primary else 0.5,
-                                  tuple(checks), reasons + ("no face to judge",), frames_used)
-        live = not reasons
-        return LivenessResult(live, primary.score, primary.threshold, tuple(checks), reasons,
+        if not judged:
+            return LivenessResult(False, 0.0, FUSED_THRESHOLD, tuple(checks),
+                                  reasons + ("no face to judge",), frames_used)
+        score = min(calibrated(c.score, c.threshold) for c in judged)
+        return LivenessResult(not reasons, score, FUSED_THRESHOLD, tuple(checks), reasons,
                               frames_used)

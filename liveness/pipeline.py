@@ -18,6 +18,7 @@ from facegate.liveness.challenges import BlinkChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
 from facegate.liveness.fusion import AllRequiredFusion, Fusion
+from facegate.liveness.iqa import IQACheck
 from facegate.liveness.texture import TextureCheck
 from facegate.liveness.types import CheckResult, Face, LivenessResult
 
@@ -51,6 +52,7 @@ class FrameAnalysis:
     ear: float | None
     hints: tuple[str, ...]
     eyes_open: tuple[float, float] | None = None  # P(open) of the left and right eye
+    iqa_score: float | None = None
 
     @property
     def face(self) -> Face | None:
@@ -104,12 +106,14 @@ class LivenessPipeline:
         window: int = 8,
         fusion: Fusion | None = None,
         eye_weights: str | None = "eyenet",
+        iqa_weights: str | None = "iqa_lda",
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations)
         self.texture = TextureCheck(texture_weights, texture_threshold)
         self.eyes = EyeStateCheck(eye_weights) if eye_weights else None
+        self.iqa = IQACheck(iqa_weights) if iqa_weights else None
         self.blink = BlinkCheck()
-        self.fusion = fusion or AllRequiredFusion(self.texture.name)
+        self.fusion = fusion or AllRequiredFusion()
         self.window = window
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
@@ -117,13 +121,14 @@ class LivenessPipeline:
         """Detect and score one RGB uint8 frame."""
         faces = tuple(self.detector.detect(frame))
         face = faces[0] if faces else None
-        texture = ear = eyes = None
+        texture = ear = eyes = iqa = None
         if face is not None:
             texture = self.texture.score_face(face)
             ear = face_ear(face) if landmarks else None
             eyes = self.eyes.open_probs(face) if self.eyes is not None else None
+            iqa = self.iqa.score_face(face) if self.iqa is not None else None
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces), frame), eyes)
+                             quality_hints(face, len(faces), frame), eyes, iqa)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:
@@ -137,6 +142,7 @@ class LivenessSession:
                  challenge_deadline_ms: int = 5000) -> None:
         self.pipeline = pipeline
         self.textures: deque[float] = deque(maxlen=pipeline.window)
+        self.iqas: deque[float] = deque(maxlen=pipeline.window)
         self.ears: list[float | None] = []
         self.eyes: list[tuple[float, float]] = []
         self.frames_with_face = 0
@@ -153,6 +159,8 @@ class LivenessSession:
         self.ears.append(a.ear)
         if a.eyes_open is not None:
             self.eyes.append(a.eyes_open)
+        if a.iqa_score is not None:
+            self.iqas.append(a.iqa_score)
         current = self.current_challenge()
         if current is not None:
             current.observe(a.timestamp_ms, a.ear)
@@ -192,6 +200,8 @@ class LivenessSession:
             self.pipeline.texture.result(list(self.textures)),
             self.pipeline.blink.result(self.ears, required=False),
         ]
+        if self.pipeline.iqa is not None:
+            checks.append(self.pipeline.iqa.result(list(self.iqas)))
         if self.pipeline.eyes is not None:
             checks.append(self.pipeline.eyes.result(self.eyes))
         checks += [c.result() for c in self.challenges]

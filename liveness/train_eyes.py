@@ -26,10 +26,16 @@ from facegate.liveness.eyes import EYE_SIZE, build_eyenet, eyes_to_tensor
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _gray(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"not a readable image: {path}")
+    return cv2.resize(img, (EYE_SIZE, EYE_SIZE))
+
+
 def load_eyes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     samples = D.EyeDataset().samples()
-    crops = np.stack([cv2.resize(cv2.imread(str(s.path), cv2.IMREAD_GRAYSCALE),
-                                 (EYE_SIZE, EYE_SIZE)) for s in samples])
+    crops = np.stack([_gray(s.path) for s in samples])
     labels = np.array([s.label for s in samples])
     test = np.array([int(s.clip.rsplit("-", 1)[1]) % 5 == 2 for s in samples])
     return crops, labels, test

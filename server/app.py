@@ -44,7 +44,8 @@ def load_authenticator(settings: Settings):
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     pipeline = LivenessPipeline(settings.texture_weights, settings.texture_threshold,
-                                settings.detect_rotations, eye_weights=settings.eye_weights or None)
+                                settings.detect_rotations, eye_weights=settings.eye_weights or None,
+                                iqa_weights=settings.iqa_weights or None)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -31,6 +31,7 @@ class Settings:
     texture_weights: str = "livenessnet"
     texture_threshold: float | None = None  # None: the registry's calibrated threshold
     eye_weights: str = "eyenet"  # "" turns the both-eyes-closed rule off
+    iqa_weights: str = "iqa_lda"  # "" turns the image-quality check off
     detect_rotations: bool = True
     enroll_frames: int = 5
     allow_unverified_enrollment: bool = False

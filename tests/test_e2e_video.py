@@ -72,3 +72,11 @@ def test_blink_challenge_is_prompted(client, enrolled):
     assert blink.required
     assert d.outcome in ("ACCEPTED", "CHALLENGE_FAILED", "TIMEOUT")
     assert (d.outcome == "ACCEPTED") == blink.passed
+
+
+def test_second_replay_is_rejected_by_image_quality(client):
+    d = client.authenticate(video_frames(VIDEOS / "hm_lestari15" / "spoof" / "fake.mp4", every=3),
+                            mode="liveness")
+    assert d.outcome == "REJECTED_SPOOF", d
+    iqa = next(c for c in d.checks if c.name == "iqa_lda")
+    assert iqa.required and not iqa.passed

@@ -54,3 +54,21 @@ def test_bpcer_at_apcer_and_calibration_by_hand():
     # BPCER <= 20%: two live may be rejected -> threshold at the third-lowest live score
     t = threshold_for_bpcer(s, y, 0.20)
     assert t == 0.4 and apcer_bpcer(s, y, t)[1] == pytest.approx(0.2)
+
+
+def test_all_required_fusion():
+    from facegate.liveness.fusion import AllRequiredFusion, calibrated
+    from facegate.liveness.types import CheckResult
+
+    assert calibrated(0.43, 0.43) == pytest.approx(0.5)
+    assert calibrated(0.0, 0.3) == 0.0 and calibrated(1.0, 0.3) == pytest.approx(1.0)
+    tex = CheckResult("texture_cnn", 0.9, 0.43, True)
+    iqa = CheckResult("iqa_lda", 0.2, 0.27, False, reason="image quality looks recaptured")
+    eye = CheckResult("eye_state", 0.0, 0.5, False, required=False, reason="eyes closed")
+    blink = CheckResult("blink", 0.0, 0.5, False, applicable=False, required=False)
+    r = AllRequiredFusion().fuse([tex, iqa, eye, blink], 8)
+    assert not r.live and r.reasons == ("image quality looks recaptured",)
+    assert r.score == pytest.approx(calibrated(0.2, 0.27)) and r.score < r.threshold == 0.5
+    ok = AllRequiredFusion().fuse([tex, CheckResult("iqa_lda", 0.5, 0.27, True), eye], 8)
+    assert ok.live and ok.score >= 0.5  # a non-required failure does not decide
+    assert not AllRequiredFusion().fuse([blink], 0).live

@@ -1,0 +1,126 @@
+"""Fit the learned fusion layer on the checks' leave-one-source-out (out-of-fold) scores.
+
+    python -m facegate.liveness.fusion_fit    # -> weights/fusion.json + cards/fusion.md
+
+Inputs are the out-of-fold scores each check's LOSO run stored in weights/cards/<name>.json,
+so the fusion never sees a score from a model that trained on that sample's group. The fusion
+itself is evaluated leave-one-group-out too: for each group, a logistic regression over the
+logits of the check scores is fitted on the other groups' scores and tested on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facegate.liveness.metrics import apcer_bpcer, pad_report
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKS = ("livenessnet", "iqa_lda")
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def load_oof(cards: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per group: (N, len(CHECKS)) scores and labels, checked to be the same samples."""
+    per = [json.loads((cards / f"{c}.json").read_text())["leave_one_source_out"]["oof_scores"]
+           for c in CHECKS]
+    out = {}
+    for g in per[0]:
+        labels = [np.array(p[g][1]) for p in per]
+        if any(len(y) != len(labels[0]) or (y != labels[0]).any() for y in labels):
+            raise ValueError(f"group {g}: the checks' out-of-fold samples differ")
+        out[g] = (np.stack([np.array(p[g][0]) for p in per], axis=1), labels[0])
+    return out
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, groups: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
+
+    # Each group weighs the same, as in the threshold choice.
+    w = np.array([1.0 / np.sum(groups == g) for g in groups])
+    return LogisticRegression(C=1.0).fit(logit(x), y, sample_weight=w / w.mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    from facegate.liveness.train_texture import mean_group_acer_threshold
+
+    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.fusion_fit")
+    ap.add_argument("--out", type=Path, default=ROOT / "weights")
+    args = ap.parse_args(argv)
+    oof = load_oof(args.out / "cards")
+    names = sorted(oof)
+    fused_oof = {}
+    for g in names:
+        train = [h for h in names if h != g]
+        x = np.concatenate([oof[h][0] for h in train])
+        y = np.concatenate([oof[h][1] for h in train])
+        grp = np.concatenate([[h] * len(oof[h][1]) for h in train])
+        model = fit_logistic(x, y, grp)
+        fused_oof[g] = (model.predict_proba(logit(oof[g][0]))[:, 1], oof[g][1])
+    thr, thr_acer = mean_group_acer_threshold(fused_oof)
+    per_group = {g: pad_report(s, y, thr).as_dict() for g, (s, y) in fused_oof.items()}
+    singles = {}
+    for i, c in enumerate(CHECKS):
+        single = {g: (oof[g][0][:, i], oof[g][1]) for g in names}
+        singles[c] = mean_group_acer_threshold(single)
+    x = np.concatenate([oof[g][0] for g in names])
+    y = np.concatenate([oof[g][1] for g in names])
+    grp = np.concatenate([[g] * len(oof[g][1]) for g in names])
+    final = fit_logistic(x, y, grp)
+    # Rules over the checks at their own calibrated thresholds (the server's AND rule first).
+    thrs = np.array([singles[c][0] for c in CHECKS])
+
+    def rule_acer(rule) -> float:
+        return round(float(np.mean([np.nanmean(apcer_bpcer(rule(x_).astype(float), y_, 0.5))
+                                    for x_, y_ in oof.values()])), 4)
+
+    rules = {"all_required (AND)": rule_acer(lambda v: (v >= thrs).all(axis=1)),
+             "any (OR)": rule_acer(lambda v: (v >= thrs).any(axis=1)),
+             **{f"{c} only": rule_acer(lambda v, i=i: v[:, i] >= thrs[i])
+                for i, c in enumerate(CHECKS)},
+             "logistic fusion": thr_acer}
+    result = {
+        "checks": list(CHECKS), "input": "logit of each check's P(live)",
+        "coef": [round(float(v), 6) for v in final.coef_[0]],
+        "intercept": round(float(final.intercept_[0]), 6),
+        "threshold": thr,
+        "loso_mean_acer_at_threshold": thr_acer,
+        "single_checks_mean_acer_at_their_threshold": {c: v[1] for c, v in singles.items()},
+        "rules_loso_mean_acer": rules,
+        "per_group_at_threshold": per_group,
+        "fit_command": "python -m facegate.liveness.fusion_fit",
+    }
+    (args.out / "fusion.json").write_text(json.dumps(result, indent=2) + "\n")
+    cols = ("n_live", "n_spoof", "apcer", "bpcer", "acer", "eer", "auc")
+    md = ["# Fusion: logistic regression over the checks' logits", "",
+          f"Checks {', '.join(CHECKS)}; coefficients {result['coef']}, intercept "
+          f"{result['intercept']}; threshold **{thr}** (minimises the mean per-group ACER of "
+          "the leave-one-group-out fused scores).", "",
+          "Leave-one-source-out mean ACER, each at its own such threshold: "
+          + ", ".join(f"{c} {v[1]}" for c, v in singles.items())
+          + f", **fused {thr_acer}**.", "",
+          "| held-out group | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    md += [f"| {g} | " + " | ".join(str(r[c]) for c in cols) + " |" for g, r in per_group.items()]
+    md += ["", "## Decision rules, leave-one-source-out mean ACER", "",
+           "Each check at its own calibrated threshold "
+           f"({', '.join(f'{c} {t}' for c, t in zip(CHECKS, thrs))}):", "",
+           "| rule | mean ACER |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in rules.items()]
+    md += ["", "The server's default is the rule with the lowest mean ACER above "
+           "(AllRequiredFusion: every required check must pass).", "",
+           "Re-run: `python -m facegate.liveness.fusion_fit` (after the checks' LOSO runs)."]
+    (args.out / "cards" / "fusion.md").write_text("\n".join(md) + "\n")
+    print(json.dumps({k: result[k] for k in ("coef", "intercept", "threshold",
+                                             "loso_mean_acer_at_threshold",
+                                             "rules_loso_mean_acer")}))
+
+
+if __name__ == "__main__":
+    main()
