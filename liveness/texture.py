@@ -48,6 +48,17 @@ class LivenessNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def build_texture_model(arch: str, input_size: int, width: int = 16) -> nn.Module:
+    """``livenessnet`` (the small baseline) or ``resnet`` (ResNet-18 layout, narrow stages)."""
+    if arch == "resnet":
+        from facegate.liveness.resnet import SmallResNet
+
+        return SmallResNet(3, widths=(width, 2 * width, 4 * width, 8 * width))
+    if arch == "livenessnet":
+        return LivenessNet(input_size, width)
+    raise ValueError(f"unknown texture architecture {arch!r}")
+
+
 def to_tensor(crops: np.ndarray, input_size: int, norm: str = "global") -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB crops -> normalised (N, 3, input_size, input_size) float tensor.
 
@@ -66,21 +77,24 @@ def to_tensor(crops: np.ndarray, input_size: int, norm: str = "global") -> torch
 
 
 class TextureCheck:
-    """Per-frame P(live) from LivenessNet; the session averages it over the stream."""
+    """Per-frame P(live) from a texture CNN; the session averages it over the stream."""
 
     name = "texture_cnn"
 
     def __init__(self, weights: str = "livenessnet", threshold: float | None = None,
-                 registry: Path | None = None) -> None:
+                 registry: Path | None = None, name: str | None = None) -> None:
         from facegate.weights import REGISTRY_PATH, load_state_dict
 
         state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
         self.entry = entry
+        self.name = name or self.name
         self.input_size = entry.input_size
         self.crop_scale = float(entry.preprocessing.get("crop_scale", 1.0))
         self.norm = entry.preprocessing.get("norm", "global")
         self.threshold = float(entry.threshold if threshold is None else threshold)
-        self.model = LivenessNet(self.input_size, **entry.extra.get("arch_kwargs", {}))
+        kwargs = entry.extra.get("arch_kwargs", {})
+        self.model = build_texture_model(entry.extra.get("arch", "livenessnet"), self.input_size,
+                                         **kwargs)
         self.model.load_state_dict(state)
         self.model.eval()
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from facegate.liveness import data as D
 from facegate.liveness.metrics import apcer_bpcer, eer, pad_report
-from facegate.liveness.texture import LivenessNet, to_tensor
+from facegate.liveness.texture import LivenessNet, build_texture_model, to_tensor
 
 EVAL_ONLY = {"hm_viguardieiro"}
 
@@ -47,6 +47,7 @@ class TrainConfig:
     # Probability of the downscale-upscale and JPEG jitters (each).
     degrade_p: float = 0.5
     norm: str = "per_image"  # or "global" (see texture.to_tensor); per_image won LOSO
+    arch: str = "livenessnet"  # or "resnet" (texture.build_texture_model)
 
 
 def augment(crop: np.ndarray, rng: np.random.Generator, degrade_p: float = 0.5) -> np.ndarray:
@@ -116,7 +117,7 @@ def train(crops: np.ndarray, labels: np.ndarray, weights: np.ndarray, cfg: Train
     # quarter of augmenting the 112 px cache.
     aug = 2 * cfg.input_size
     crops = np.stack([cv2.resize(c, (aug, aug), interpolation=cv2.INTER_AREA) for c in crops])
-    model = LivenessNet(cfg.input_size, cfg.width)
+    model = build_texture_model(cfg.arch, cfg.input_size, cfg.width)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = max(1, len(crops) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
@@ -257,7 +258,11 @@ def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, th
     register(name, {
         "file": path.name,
         "sha256": sha256_file(path),
-        "architecture": f"LivenessNet(input_size={cfg.input_size}, width={cfg.width})",
+        "architecture": (f"LivenessNet(input_size={cfg.input_size}, width={cfg.width})"
+                         if cfg.arch == "livenessnet" else
+                         f"SmallResNet(3, widths={cfg.width}x(1,2,4,8), blocks=(2,2,2,2)): "
+                         "ResNet-18 layout, 3x3 stride-1 stem, no max-pool"),
+        "arch": cfg.arch,
         "arch_kwargs": {"width": cfg.width},
         "input_size": cfg.input_size,
         "preprocessing": {"detector": "facenet-pytorch MTCNN, largest face, 4 rotations",
@@ -273,7 +278,8 @@ def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, th
         "license": "Code MIT. Weights trained on research data mostly without licence "
                    "(NUAA and public hobby sets, see DATA.md): research-grade, not for "
                    "production decisions without re-training on licensed data.",
-        "train_command": f"python -m facegate.liveness.train_texture final --epochs {cfg.epochs}",
+        "train_command": (f"python -m facegate.liveness.train_texture final --arch {cfg.arch} "
+                          f"--name {name} --input-size {cfg.input_size} --epochs {cfg.epochs}"),
     }, out / "registry.json")
     return path
 
@@ -289,8 +295,11 @@ def card_markdown(name: str, report: dict) -> str:
         return out
 
     cfg = report.get("config", {})
+    arch = {"livenessnet": "LivenessNet (4 conv, 2 pool, 2 dense)",
+            "resnet": "ResNet-18 layout (SmallResNet, 4 stages x 2 basic blocks)"}.get(
+        cfg.get("arch", "livenessnet"), str(cfg.get("arch")))
     md = [f"# Model card: {name}", "",
-          f"LivenessNet (4 conv, 2 pool, 2 dense), input {cfg.get('input_size')} px, width "
+          f"{arch}, input {cfg.get('input_size')} px, width "
           f"{cfg.get('width')}, {cfg.get('epochs')} epochs, trained from scratch on CPU. "
           "Output P(live). Scores are per image (one frame); the server averages 8 frames.", "",
           "Data: ../shared/data/pad (research data, mostly without licence: research-grade "
@@ -316,8 +325,10 @@ def card_markdown(name: str, report: dict) -> str:
                " Non-NUAA test split = one block of ten neighbouring images in five "
                "(hm_viguardieiro: never trained on, live only).", ""]
         md += table(fin["intra_source_test"] | {"**pooled**": fin["pooled_test"]})
-    md += ["", "Re-run: `python -m facegate.liveness.train_texture loso` then "
-           "`python -m facegate.liveness.train_texture final`."]
+    flags = "" if cfg.get("arch", "livenessnet") == "livenessnet" else \
+        f" --arch {cfg.get('arch')} --name {name}"
+    md += ["", f"Re-run: `python -m facegate.liveness.train_texture loso{flags}` then "
+           f"`python -m facegate.liveness.train_texture final{flags}`."]
     return "\n".join(md) + "\n"
 
 
@@ -329,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--width", type=int, default=TrainConfig.width)
     ap.add_argument("--degrade-p", type=float, default=TrainConfig.degrade_p)
     ap.add_argument("--norm", choices=["global", "per_image"], default=TrainConfig.norm)
+    ap.add_argument("--arch", choices=["livenessnet", "resnet"], default=TrainConfig.arch)
     ap.add_argument("--name", default="livenessnet")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "weights")
     ap.add_argument("--threshold", type=float, default=None,
@@ -336,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     cfg = TrainConfig(input_size=args.input_size, width=args.width, epochs=args.epochs,
-                      degrade_p=args.degrade_p, norm=args.norm)
+                      degrade_p=args.degrade_p, norm=args.norm, arch=args.arch)
     sets = load_all()
     card = args.out / "cards" / f"{args.name}.json"
     card.parent.mkdir(parents=True, exist_ok=True)
