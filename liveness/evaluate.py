@@ -32,24 +32,54 @@ class Evaluation:
                 "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]}
 
 
-def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray]:
+DEFAULT_RULE = "default"  # the server's rule: texture CNN and IQA must both pass
+
+
+def _iqa_scores(crops: np.ndarray, name: str = "iqa_lda") -> tuple[np.ndarray, float]:
+    from facegate.liveness.iqa import IQACheck, crop_measures
+
+    check = IQACheck(name)
+    rows = [crop_measures(c) for c in crops]
+    if not rows:
+        return np.zeros(0), check.threshold
+    f, m = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+    return check.model.predict_proba(f, m), check.threshold
+
+
+def _texture_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     from facegate.liveness.texture import TextureCheck
 
-    check = TextureCheck(model)
-    found = cs.found
-    return check.predict_crops(cs.crops[found]), cs.labels[found]
+    check = TextureCheck(name)
+    return check.predict_crops(crops) if len(crops) else np.zeros(0), check.threshold
+
+
+def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores of the found faces, their labels, and the model's own threshold.
+
+    ``model`` is a registry name (a texture CNN, or ``iqa_lda``) or ``default``: the server's
+    rule, scored as the weaker of the two checks mapped so each threshold sits at 0.5.
+    """
+    from facegate.liveness.fusion import FUSED_THRESHOLD, calibrated
+
+    crops, labels = cs.crops[cs.found], cs.labels[cs.found]
+    if model == DEFAULT_RULE:
+        t, tt = _texture_scores(crops, "livenessnet")
+        q, qt = _iqa_scores(crops)
+        fused = np.array([min(calibrated(a, tt), calibrated(b, qt)) for a, b in zip(t, q)])
+        return fused, labels, FUSED_THRESHOLD
+    scores, thr = _iqa_scores(crops, model) if model == "iqa_lda" else \
+        _texture_scores(crops, model)
+    return scores, labels, thr
 
 
 def evaluate_folder(data: str | Path, model: str = "livenessnet", threshold: float | None = None,
                     progress: bool = False) -> Evaluation:
-    from facegate.weights import entry
-
     samples = FolderDataset(data).samples()
     if not samples:
         raise ValueError(f"{data}: no images under live/ or spoof/")
     cs = crop_set(samples, progress=progress)
-    scores, labels = score_crops(cs, model)
-    thr = entry(model).threshold if threshold is None else threshold
+    scores, labels, own = score_crops(cs, model)
+    thr = own if threshold is None else threshold
     missing = ~cs.found
     no_face = {"live": int((missing & (cs.labels == 1)).sum()),
                "spoof": int((missing & (cs.labels == 0)).sum())}

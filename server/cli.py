@@ -200,7 +200,9 @@ def parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="liveness metrics on a DIR/live + DIR/spoof folder")
     ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images")
-    ev.add_argument("--model", default="livenessnet", help="weights registry name")
+    ev.add_argument("--model", default="default",
+                    help="'default' (the server's rule), livenessnet, iqa_lda, or another "
+                         "registry name")
     ev.add_argument("--threshold", type=float, default=None, help="default: the registry's")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--report", help="write ROC/DET PNGs and a markdown report here")

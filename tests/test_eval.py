@@ -46,7 +46,8 @@ def test_calibrate_writes_a_threshold_that_meets_its_target(tmp_path):
     reg = tmp_path / "registry.json"
     shutil.copy(REGISTRY_PATH, reg)
     data = str(DATA / "pad" / "hm_alexcamargo")
-    out = _run("calibrate", "--data", data, "--target-bpcer", "0.05", "--write",
+    out = _run("calibrate", "--data", data, "--model", "livenessnet", "--target-bpcer", "0.05",
+               "--write",
                "--registry", str(reg))
     assert out["bpcer"] <= 0.05 and out["written_to"] == str(reg)
     written = json.loads(reg.read_text())["livenessnet"]
@@ -55,5 +56,18 @@ def test_calibrate_writes_a_threshold_that_meets_its_target(tmp_path):
     # The package's own registry is untouched.
     assert json.loads(REGISTRY_PATH.read_text())["livenessnet"]["threshold"] == 0.43
     assert (WEIGHTS_DIR / "livenessnet.safetensors").exists()
-    check = _run("eval", "--data", data, "--threshold", str(out["threshold"]), "--json")
+    check = _run("eval", "--data", data, "--model", "livenessnet", "--threshold",
+                 str(out["threshold"]), "--json")
     assert check["bpcer"] <= 0.05
+
+
+def test_eval_each_model_and_the_default_rule():
+    data = str(DATA / "pad" / "hm_balveer")
+    outs = {m: _run("eval", "--data", data, "--model", m, "--json")
+            for m in ("default", "livenessnet", "iqa_lda")}
+    assert outs["default"]["threshold"] == 0.5
+    assert outs["livenessnet"]["threshold"] == 0.43
+    for o in outs.values():
+        assert o["n_live"] == 25 and o["n_spoof"] == 26 and 0 <= o["acer"] <= 1
+    # The rule accepts only what both checks accept: never more attacks than either.
+    assert outs["default"]["apcer"] <= min(outs["livenessnet"]["apcer"], outs["iqa_lda"]["apcer"])
