@@ -11,6 +11,7 @@ logits of the check scores is fitted on the other groups' scores and tested on i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from facegate.liveness.metrics import apcer_bpcer, pad_report
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = ("livenessnet", "iqa_lda")
+CHECKS = ("livenessnet", "iqa_lda", "resnet18_texture")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -27,10 +28,10 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def load_oof(cards: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per group: (N, len(CHECKS)) scores and labels, checked to be the same samples."""
+def load_oof(cards: Path, checks=CHECKS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per group: (N, len(checks)) scores and labels, checked to be the same samples."""
     per = [json.loads((cards / f"{c}.json").read_text())["leave_one_source_out"]["oof_scores"]
-           for c in CHECKS]
+           for c in checks]
     out = {}
     for g in per[0]:
         labels = [np.array(p[g][1]) for p in per]
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m facegate.liveness.fusion_fit")
     ap.add_argument("--out", type=Path, default=ROOT / "weights")
     args = ap.parse_args(argv)
-    oof = load_oof(args.out / "cards")
+    checks = tuple(c for c in CHECKS if (args.out / "cards" / f"{c}.json").exists())
+    oof = load_oof(args.out / "cards", checks)
     names = sorted(oof)
     fused_oof = {}
     for g in names:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     thr, thr_acer = mean_group_acer_threshold(fused_oof)
     per_group = {g: pad_report(s, y, thr).as_dict() for g, (s, y) in fused_oof.items()}
     singles = {}
-    for i, c in enumerate(CHECKS):
+    for i, c in enumerate(checks):
         single = {g: (oof[g][0][:, i], oof[g][1]) for g in names}
         singles[c] = mean_group_acer_threshold(single)
     x = np.concatenate([oof[g][0] for g in names])
@@ -75,19 +77,24 @@ def main(argv: list[str] | None = None) -> None:
     grp = np.concatenate([[g] * len(oof[g][1]) for g in names])
     final = fit_logistic(x, y, grp)
     # Rules over the checks at their own calibrated thresholds (the server's AND rule first).
-    thrs = np.array([singles[c][0] for c in CHECKS])
+    thrs = np.array([singles[c][0] for c in checks])
 
     def rule_acer(rule) -> float:
         return round(float(np.mean([np.nanmean(apcer_bpcer(rule(x_).astype(float), y_, 0.5))
                                     for x_, y_ in oof.values()])), 4)
 
-    rules = {"all_required (AND)": rule_acer(lambda v: (v >= thrs).all(axis=1)),
-             "any (OR)": rule_acer(lambda v: (v >= thrs).any(axis=1)),
-             **{f"{c} only": rule_acer(lambda v, i=i: v[:, i] >= thrs[i])
-                for i, c in enumerate(CHECKS)},
+    rules = {"any (OR)": rule_acer(lambda v: (v >= thrs).any(axis=1)),
              "logistic fusion": thr_acer}
+    for k in range(1, len(checks) + 1):
+        for subset in itertools.combinations(range(len(checks)), k):
+            idx = list(subset)
+            label = " AND ".join(checks[i] for i in idx) if k > 1 else f"{checks[idx[0]]} only"
+            rules[label] = rule_acer(lambda v, idx=idx: (v[:, idx] >= thrs[idx]).all(axis=1))
+    best = min((r for r in rules if r not in ("logistic fusion", "any (OR)")), key=rules.get)
     result = {
-        "checks": list(CHECKS), "input": "logit of each check's P(live)",
+        "checks": list(checks), "input": "logit of each check's P(live)",
+        "thresholds": dict(zip(checks, [float(t) for t in thrs])),
+        "best_rule": best,
         "coef": [round(float(v), 6) for v in final.coef_[0]],
         "intercept": round(float(final.intercept_[0]), 6),
         "threshold": thr,
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "fusion.json").write_text(json.dumps(result, indent=2) + "\n")
     cols = ("n_live", "n_spoof", "apcer", "bpcer", "acer", "eer", "auc")
     md = ["# Fusion: logistic regression over the checks' logits", "",
-          f"Checks {', '.join(CHECKS)}; coefficients {result['coef']}, intercept "
+          f"Checks {', '.join(checks)}; coefficients {result['coef']}, intercept "
           f"{result['intercept']}; threshold **{thr}** (minimises the mean per-group ACER of "
           "the leave-one-group-out fused scores).", "",
           "Leave-one-source-out mean ACER, each at its own such threshold: "
@@ -110,16 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     md += [f"| {g} | " + " | ".join(str(r[c]) for c in cols) + " |" for g, r in per_group.items()]
     md += ["", "## Decision rules, leave-one-source-out mean ACER", "",
            "Each check at its own calibrated threshold "
-           f"({', '.join(f'{c} {t}' for c, t in zip(CHECKS, thrs))}):", "",
+           f"({', '.join(f'{c} {t}' for c, t in zip(checks, thrs))}):", "",
            "| rule | mean ACER |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in rules.items()]
-    md += ["", "The server's default is the rule with the lowest mean ACER above "
-           "(AllRequiredFusion: every required check must pass).", "",
+    md += ["", f"Lowest: **{best}** ({rules[best]}). The server's default requires the checks "
+           "of the lowest AND rule (AllRequiredFusion: every required check must pass).", "",
            "Re-run: `python -m facegate.liveness.fusion_fit` (after the checks' LOSO runs)."]
     (args.out / "cards" / "fusion.md").write_text("\n".join(md) + "\n")
     print(json.dumps({k: result[k] for k in ("coef", "intercept", "threshold",
                                              "loso_mean_acer_at_threshold",
-                                             "rules_loso_mean_acer")}))
+                                             "rules_loso_mean_acer", "best_rule")}))
 
 
 if __name__ == "__main__":
