@@ -2,8 +2,9 @@
 
     python bench/pipeline_latency.py [--frames 40]  # -> bench/results/pipeline_latency.{json,md}
 
-Stages: JPEG decode, MTCNN detection, texture CNN, 68-point landmarks + EAR, 128-d encoding
-(runs once per decision on 3 frames, not per frame), and the whole per-frame analysis.
+Stages: JPEG decode, MTCNN detection, texture CNN, image-quality measures + LDA, eye-state
+CNN, 68-point landmarks + EAR, 128-d encoding (runs once per decision on 3 frames, not per
+frame), and the whole per-frame analysis.
 Then, over gRPC on loopback with a real server: enrol the clip's person, and time
 identify sessions from the first frame sent to the Decision received.
 """
@@ -70,7 +71,8 @@ def main() -> None:
     clip = default_data_root() / "videos" / "hm_apfol" / "live" / "real2.webm"
     frames = list(video_frames(clip, max_frames=args.frames, every=2))
     stages: dict[str, list[float]] = {k: [] for k in
-                                      ("decode", "detect", "texture", "landmarks_ear",
+                                      ("decode", "detect", "texture", "iqa", "eye_state",
+                                       "landmarks_ear",
                                        "encode_template", "analyze_frame")}
     for f in frames[:3]:  # warm-up
         pipe.analyze(decode_encoded(f.encoded, limits))
@@ -81,6 +83,10 @@ def main() -> None:
         stages["detect"].append(ms)
         if faces:
             stages["texture"].append(timed(pipe.texture.score_face, faces[0])[1])
+            if pipe.iqa is not None:
+                stages["iqa"].append(timed(pipe.iqa.score_face, faces[0])[1])
+            if pipe.eyes is not None:
+                stages["eye_state"].append(timed(pipe.eyes.open_probs, faces[0])[1])
             stages["landmarks_ear"].append(timed(face_ear, faces[0])[1])
             stages["encode_template"].append(timed(face_template, faces[0])[1])
         stages["analyze_frame"].append(timed(pipe.analyze, rgb)[1] + stages["decode"][-1])
@@ -99,11 +105,11 @@ def main() -> None:
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "pipeline_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = ["# v0.1 pipeline latency (CPU)", "",
+    md = ["# Pipeline latency (CPU)", "",
           f"{result['frames']} frames of `{result['clip']}` ({rgb.shape[1]}x{rgb.shape[0]}), "
           f"{result['cores']} cores, torch threads {result['torch_threads']}. Command: "
           "`python bench/pipeline_latency.py`. analyze_frame = decode + detect + texture + "
-          "landmarks (what every streamed frame costs).", "",
+          "IQA + eye state + landmarks (what every streamed frame costs).", "",
           "| stage | p50 ms | p95 ms | n |", "|---|---|---|---|"]
     md += [f"| {k} | {v['p50']} | {v['p95']} | {v['n']} |" for k, v in result["stages_ms"].items()]
     g = result["grpc_identify_session_ms"]
