@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import Iterator
@@ -37,8 +38,6 @@ def _grpc_errors(method):
             yield from method(self, request, context)
         except Exception as exc:  # noqa: BLE001
             self._abort(context, exc)
-
-    import inspect
 
     return streaming if inspect.isgeneratorfunction(method) else unary
 

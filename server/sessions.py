@@ -8,6 +8,7 @@ Recognition runs only after the liveness verdict is live.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Union
@@ -85,7 +86,7 @@ class EnrollResult:
 
 @dataclass
 class _BestFaces:
-    """The few best faces of a stream, by detection score times sharpness."""
+    """The few best faces of a stream, by detection score times face size."""
 
     k: int
     items: list[tuple[float, Face]] = field(default_factory=list)
@@ -108,6 +109,7 @@ class Authenticator:
         self.pipeline = pipeline
         self.gallery = gallery
         self.match_calls = 0  # how often recognition ran: tests prove spoofs never get there
+        self._calls_lock = threading.Lock()
 
     def start(self, config: SessionConfig) -> AuthSession:
         if config.mode not in MODES:
@@ -124,7 +126,8 @@ class Authenticator:
         return AuthSession(self, config)
 
     def match(self, mode: str, claimed: str, faces: list[Face]) -> MatchResult | None:
-        self.match_calls += 1
+        with self._calls_lock:  # streams run on several threads
+            self.match_calls += 1
         template, _ = mean_template(faces)
         if template is None:
             return None
