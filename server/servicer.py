@@ -20,6 +20,7 @@ from facegate.server.sessions import MAX_ENROLL_FRAMES, Authenticator
 
 log = logging.getLogger("facegate.server")
 MAX_PAGE_SIZE = 1000
+SILENCE_GRACE_S = 2.0
 
 
 def _grpc_errors(method):
@@ -78,6 +79,13 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
     def Authenticate(self, request_iterator: Iterator[pb.AuthRequest], context) -> Iterator:
         auth = self._auth()
         self._track(1)
+        # A client that goes silent would hold a worker of the bounded pool while this thread
+        # waits for its next frame: a little past the session timeout (an active client gets
+        # its TIMEOUT Decision first) the stream is cancelled.
+        watchdog = threading.Timer(auth.settings.session_timeout_s + SILENCE_GRACE_S,
+                                   context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("payload") != "config":
@@ -94,6 +102,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
                     return
             yield C.event(session.finish())
         finally:
+            watchdog.cancel()
             self._track(-1)
 
     @_grpc_errors

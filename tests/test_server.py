@@ -263,3 +263,35 @@ def test_health_is_not_serving_until_models_load(tmp_path):
             assert r.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         running.stop(0)
+
+
+def test_silent_client_is_cut_off_after_the_session_timeout(tmp_path):
+    import threading
+
+    from facegate.server.app import start
+    from facegate.server.settings import Settings
+
+    running = start(Settings(host="[::]", port=0, db=str(tmp_path / "g.db"),
+                             session_timeout_s=1.5))
+    gone = threading.Event()
+
+    def requests():
+        yield pb.AuthRequest(config=pb.SessionConfig(mode=pb.LIVENESS_ONLY))
+        yield pb.AuthRequest(frame=pb.Frame(encoded=OBAMA.read_bytes()))
+        gone.wait(30)  # never sends another frame, never closes
+
+    try:
+        with grpc.insecure_channel(f"localhost:{running.port}") as ch:
+            call = pb_grpc.FaceGateStub(ch).Authenticate(requests(), timeout=30)
+            t = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                list(call)
+            assert e.value.code() == grpc.StatusCode.CANCELLED
+            assert 1.5 <= time.monotonic() - t < 10  # timeout + grace, not before
+            deadline = time.monotonic() + 10
+            while running.servicer.active_streams and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert running.servicer.active_streams == 0
+    finally:
+        gone.set()
+        running.stop(0)
