@@ -17,7 +17,7 @@ from facegate.liveness.blink import BlinkCheck, face_ear
 from facegate.liveness.challenges import BlinkChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
-from facegate.liveness.fusion import AllRequiredFusion, Fusion
+from facegate.liveness.fusion import AllRequiredFusion, Fusion, calibrated
 from facegate.liveness.iqa import IQACheck
 from facegate.liveness.texture import TextureCheck
 from facegate.liveness.types import CheckResult, Face, LivenessResult
@@ -53,6 +53,8 @@ class FrameAnalysis:
     hints: tuple[str, ...]
     eyes_open: tuple[float, float] | None = None  # P(open) of the left and right eye
     iqa_score: float | None = None
+    # This frame alone, fused like the decision (weakest required check, threshold at 0.5).
+    frame_score: float | None = None
 
     @property
     def face(self) -> Face | None:
@@ -127,8 +129,13 @@ class LivenessPipeline:
             ear = face_ear(face) if landmarks else None
             eyes = self.eyes.open_probs(face) if self.eyes is not None else None
             iqa = self.iqa.score_face(face) if self.iqa is not None else None
+        fused = None
+        if texture is not None:
+            fused = calibrated(texture, self.texture.threshold)
+            if iqa is not None and self.iqa is not None and self.iqa.required:
+                fused = min(fused, calibrated(iqa, self.iqa.threshold))
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces), frame), eyes, iqa)
+                             quality_hints(face, len(faces), frame), eyes, iqa, fused)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:

@@ -49,8 +49,8 @@ def progress(a: FrameAnalysis) -> pb.Progress:
         box = _box_in_source(a)
         msg.box.CopyFrom(pb.Box(left=box[0], top=box[1], right=box[2], bottom=box[3]))
         msg.detection_score = a.face.detection_score
-        if a.texture_score is not None:
-            msg.frame_liveness_score = a.texture_score
+        if a.frame_score is not None:
+            msg.frame_liveness_score = a.frame_score
     return msg
 
 

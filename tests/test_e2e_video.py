@@ -80,3 +80,13 @@ def test_second_replay_is_rejected_by_image_quality(client):
     assert d.outcome == "REJECTED_SPOOF", d
     iqa = next(c for c in d.checks if c.name == "iqa_lda")
     assert iqa.required and not iqa.passed
+
+
+def test_progress_scores_agree_with_the_decision(client, enrolled):
+    d = client.authenticate(video_frames(APFOL_SPOOF, every=3), mode="liveness")
+    frame_scores = [e.progress.frame_liveness_score for e in d.events
+                    if e.WhichOneof("event") == "progress" and e.progress.face_found]
+    assert len(frame_scores) == d.frames_with_face
+    # Progress and Decision use the same fused scale (live >= 0.5): for this replay the
+    # frames a user sees in the feedback are, on average, on the same side as the Decision.
+    assert d.outcome == "REJECTED_SPOOF" and sum(frame_scores) / len(frame_scores) < 0.5
