@@ -36,14 +36,10 @@ DEFAULT_RULE = "default"  # the server's rule: texture CNN and IQA must both pas
 
 
 def _iqa_scores(crops: np.ndarray, name: str = "iqa_lda") -> tuple[np.ndarray, float]:
-    from facegate.liveness.iqa import IQACheck, crop_measures
+    from facegate.liveness.iqa import IQACheck
 
     check = IQACheck(name)
-    rows = [crop_measures(c) for c in crops]
-    if not rows:
-        return np.zeros(0), check.threshold
-    f, m = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-    return check.model.predict_proba(f, m), check.threshold
+    return check.predict_crops(crops), check.threshold
 
 
 def _texture_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:

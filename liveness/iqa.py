@@ -1,8 +1,8 @@
-"""Image-quality assessment (IQA) liveness: 24 quality measures + LDA (Galbally et al., 2014).
+"""Image-quality assessment (IQA) liveness: 25 quality measures + LDA (Galbally et al., 2014).
 
 A recaptured face (print or screen) loses fine detail and gains artefacts, so how much an
 image changes when smoothed says something about where it came from. Each face crop ``I``
-(64 px here, which keeps all 24 measures under a few milliseconds) is compared with
+(64 px here, which keeps all the measures under a few milliseconds) is compared with
 ``Î``, ``I`` smoothed by a 3x3 Gaussian (sigma 0.5):
 
 - error measures (full reference I vs Î): MSE, PSNR, SNR, SC, MD, AD, NAE, RAMD, LMSE, NXC,
@@ -117,11 +117,23 @@ def mscn_stats(x: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def _prepare(rgb_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop resized to 64 px once: float RGB, its unrounded gray (for the measures) and
+    its rounded 8-bit gray (for the NIQE-like statistics; the fitted model expects both)."""
+    small = cv2.resize(rgb_crop, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)
+    gray8 = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return small.astype(np.float64), gray, gray8
+
+
 def quality_features(rgb_crop: np.ndarray) -> np.ndarray:
-    """The 24 measures of one RGB uint8 face crop (resized to 64 px); niqe_like left as 0."""
-    rgb = cv2.resize(rgb_crop, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA)
-    rgb = rgb.astype(np.float64)
-    x = cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)
+    """The measures of one RGB uint8 face crop (resized to 64 px); niqe_like left as 0."""
+    rgb, x, _ = _prepare(rgb_crop)
+    return _features(rgb, x)
+
+
+def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The measures of a prepared crop: float RGB and unrounded gray, 64 px."""
     y = _blur(x)
     e = x - y
     n = x.size
@@ -169,7 +181,7 @@ def quality_features(rgb_crop: np.ndarray) -> np.ndarray:
     yy, xx = np.mgrid[:IQA_SIZE, :IQA_SIZE] - IQA_SIZE / 2
     low = np.hypot(xx, yy) <= 0.15 * IQA_SIZE
     hlfi = float((mag[low].sum() - mag[~low].sum()) / (mag.sum() + _EPS))
-    biqi_like = float(mscn_stats(x)[1])
+    biqi_like = float(mscn_stats(x)[1])  # excess kurtosis of the MSCN coefficients
     return np.array([mse, psnr, snr, sc, md, ad, nae, ramd, lmse, nxc, mams, mas, ted, tcd,
                      sme, spe, gme, gpe, ssim, vif, rred, jqi, hlfi, 0.0, biqi_like])
 
@@ -220,10 +232,9 @@ class IQAModel:
 
 
 def crop_measures(rgb_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(quality features, MSCN statistics) of one face crop."""
-    gray = cv2.cvtColor(cv2.resize(rgb_crop, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA),
-                        cv2.COLOR_RGB2GRAY).astype(np.float64)
-    return quality_features(rgb_crop), mscn_stats(gray)
+    """(quality features, MSCN statistics) of one face crop, resized once."""
+    rgb, x, gray8 = _prepare(rgb_crop)
+    return _features(rgb, x), mscn_stats(gray8)
 
 
 class IQACheck:
@@ -242,9 +253,16 @@ class IQACheck:
         self.threshold = float(e.threshold)
         self.required = bool(e.extra.get("required", False))
 
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """P(live) for (N, H, W, 3) uint8 RGB face crops."""
+        if not len(crops):
+            return np.zeros(0)
+        rows = [crop_measures(c) for c in crops]
+        return self.model.predict_proba(np.stack([r[0] for r in rows]),
+                                        np.stack([r[1] for r in rows]))
+
     def score_face(self, face: Face) -> float:
-        f, m = crop_measures(face_crop(face, 112))
-        return float(self.model.predict_proba(f[None], m[None])[0])
+        return float(self.predict_crops(face_crop(face, 112)[None])[0])
 
     def result(self, scores: list[float]) -> CheckResult:
         if not scores:
