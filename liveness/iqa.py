@@ -243,11 +243,9 @@ class IQACheck:
     def __init__(self, weights: str = "iqa_lda", registry: Path | None = None) -> None:
         from safetensors.numpy import load_file
 
-        from facegate.weights import REGISTRY_PATH, WeightsError, entry, sha256_file
+        from facegate.weights import REGISTRY_PATH, verified_entry
 
-        e = entry(weights, registry or REGISTRY_PATH)
-        if sha256_file(e.path) != e.sha256:
-            raise WeightsError(f"{e.path.name}: sha256 does not match the registry")
+        e = verified_entry(weights, registry or REGISTRY_PATH)
         self.entry = e
         self.model = IQAModel.from_state(load_file(str(e.path)))
         self.threshold = float(e.threshold)

@@ -51,3 +51,18 @@ def test_iqa_check_separates_a_source():
             scores.append(check.score_face(faces[0]))
             labels.append(s.label)
     assert auc(np.array(scores), np.array(labels)) > 0.9
+
+
+def test_iqa_weights_tamper_is_caught(tmp_path):
+    import json
+    import shutil
+
+    from facegate.weights import WeightsError, entry
+
+    e = entry("iqa_lda")
+    shutil.copy(e.path, tmp_path / e.file)
+    raw = json.loads((e.registry_dir / "registry.json").read_text())
+    raw["iqa_lda"]["sha256"] = "0" * 64
+    (tmp_path / "registry.json").write_text(json.dumps(raw))
+    with pytest.raises(WeightsError, match="does not match"):
+        IQACheck("iqa_lda", tmp_path / "registry.json")

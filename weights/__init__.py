@@ -67,17 +67,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_state_dict(name: str, registry: Path = REGISTRY_PATH
-                    ) -> tuple[dict[str, Any], WeightsEntry]:
-    """The float32 tensors of weights ``name`` and their registry entry, hash verified."""
-    from safetensors.torch import load_file
-
+def verified_entry(name: str, registry: Path = REGISTRY_PATH) -> WeightsEntry:
+    """The registry entry of ``name`` after checking its file exists and its sha256 matches."""
     e = entry(name, registry)
     if not e.path.exists():
         raise WeightsError(f"weights file {e.path} for {name!r} is missing")
     digest = sha256_file(e.path)
     if digest != e.sha256:
         raise WeightsError(f"{e.path.name}: sha256 {digest} does not match registry {e.sha256}")
+    return e
+
+
+def load_state_dict(name: str, registry: Path = REGISTRY_PATH
+                    ) -> tuple[dict[str, Any], WeightsEntry]:
+    """The float32 tensors of weights ``name`` and their registry entry, hash verified."""
+    from safetensors.torch import load_file
+
+    e = verified_entry(name, registry)
     tensors = load_file(str(e.path))
     return {k: v.float() for k, v in tensors.items()}, e
 
