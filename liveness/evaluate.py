@@ -55,13 +55,13 @@ def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray, float]
     ``model`` is a registry name (a texture CNN, or ``iqa_lda``) or ``default``: the server's
     rule, scored as the weaker of the two checks mapped so each threshold sits at 0.5.
     """
-    from facegate.liveness.fusion import FUSED_THRESHOLD, calibrated
+    from facegate.liveness.fusion import FUSED_THRESHOLD, weakest
 
     crops, labels = cs.crops[cs.found], cs.labels[cs.found]
     if model == DEFAULT_RULE:
         t, tt = _texture_scores(crops, "livenessnet")
         q, qt = _iqa_scores(crops)
-        fused = np.array([min(calibrated(a, tt), calibrated(b, qt)) for a, b in zip(t, q)])
+        fused = np.array([weakest([(a, tt), (b, qt)]) for a, b in zip(t, q)])
         return fused, labels, FUSED_THRESHOLD
     scores, thr = _iqa_scores(crops, model) if model == "iqa_lda" else \
         _texture_scores(crops, model)

@@ -9,7 +9,7 @@ live exactly when the fused score is at least 0.5.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from facegate.liveness.types import CheckResult, LivenessResult
@@ -27,6 +27,11 @@ def calibrated(score: float, threshold: float) -> float:
     return 0.5 * score / t if score < t else 0.5 + 0.5 * (score - t) / (1 - t)
 
 
+def weakest(scored: Iterable[tuple[float, float]]) -> float:
+    """The fused score of (score, threshold) pairs: the lowest calibrated one."""
+    return min(calibrated(s, t) for s, t in scored)
+
+
 class AllRequiredFusion:
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
         judged = [c for c in checks if c.applicable and c.required]
@@ -34,6 +39,6 @@ class AllRequiredFusion:
         if not judged:
             return LivenessResult(False, 0.0, FUSED_THRESHOLD, tuple(checks),
                                   reasons + ("no face to judge",), frames_used)
-        score = min(calibrated(c.score, c.threshold) for c in judged)
+        score = weakest((c.score, c.threshold) for c in judged)
         return LivenessResult(not reasons, score, FUSED_THRESHOLD, tuple(checks), reasons,
                               frames_used)

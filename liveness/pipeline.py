@@ -17,7 +17,7 @@ from facegate.liveness.blink import BlinkCheck, face_ear
 from facegate.liveness.challenges import BlinkChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
-from facegate.liveness.fusion import AllRequiredFusion, Fusion, calibrated
+from facegate.liveness.fusion import AllRequiredFusion, Fusion, weakest
 from facegate.liveness.iqa import IQACheck
 from facegate.liveness.texture import TextureCheck
 from facegate.liveness.types import CheckResult, Face, LivenessResult
@@ -131,9 +131,10 @@ class LivenessPipeline:
             iqa = self.iqa.score_face(face) if self.iqa is not None else None
         fused = None
         if texture is not None:
-            fused = calibrated(texture, self.texture.threshold)
+            required = [(texture, self.texture.threshold)]
             if iqa is not None and self.iqa is not None and self.iqa.required:
-                fused = min(fused, calibrated(iqa, self.iqa.threshold))
+                required.append((iqa, self.iqa.threshold))
+            fused = weakest(required)
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
                              quality_hints(face, len(faces), frame), eyes, iqa, fused)
 
