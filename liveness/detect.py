@@ -89,7 +89,8 @@ class FaceDetector:
         return faces
 
 
-def crop_square(image: np.ndarray, center: Sequence[float], side: float, size: int) -> np.ndarray:
+def crop_square(image: np.ndarray, center: Sequence[float] | np.ndarray, side: float,
+                size: int) -> np.ndarray:
     """A square of ``side`` pixels around ``center`` resized to ``size``; edges replicated."""
     half = side / 2.0
     cx, cy = float(center[0]), float(center[1])

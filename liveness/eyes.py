@@ -16,6 +16,7 @@ import torch
 
 from facegate.liveness.detect import eye_crops
 from facegate.liveness.resnet import SmallResNet
+from facegate.liveness.texture import standardise
 from facegate.liveness.types import CheckResult, Face
 
 EYE_SIZE = 24
@@ -23,10 +24,7 @@ EYE_SIZE = 24
 
 def eyes_to_tensor(crops: np.ndarray) -> torch.Tensor:
     """(N, 24, 24) uint8 gray eye crops -> (N, 1, 24, 24), each crop standardised."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).float().unsqueeze(1) / 255.0
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-    return (x - mean) / std
+    return standardise(torch.from_numpy(np.ascontiguousarray(crops)).float().unsqueeze(1) / 255.0)
 
 
 def build_eyenet(**kwargs) -> SmallResNet:

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             idx = list(subset)
             label = " AND ".join(checks[i] for i in idx) if k > 1 else f"{checks[idx[0]]} only"
             rules[label] = rule_acer(lambda v, idx=idx: (v[:, idx] >= thrs[idx]).all(axis=1))
-    best = min((r for r in rules if r not in ("logistic fusion", "any (OR)")), key=rules.get)
+    best = min((r for r in rules if r not in ("logistic fusion", "any (OR)")),
+               key=lambda r: rules[r])
     result = {
         "checks": list(checks), "input": "logit of each check's P(live)",
         "thresholds": dict(zip(checks, [float(t) for t in thrs])),

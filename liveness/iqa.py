@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from facegate.liveness.detect import face_crop
-from facegate.liveness.types import CheckResult, Face
+from facegate.liveness.types import CheckResult, Face, mean_score_result
 
 IQA_SIZE = 64
 FEATURES = ("mse", "psnr", "snr", "sc", "md", "ad", "nae", "ramd", "lmse", "nxc", "mams", "mas",
@@ -263,10 +263,5 @@ class IQACheck:
         return float(self.predict_crops(face_crop(face, 112)[None])[0])
 
     def result(self, scores: list[float]) -> CheckResult:
-        if not scores:
-            return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
-                               required=self.required, reason="no face to judge")
-        s = float(np.mean(scores))
-        passed = s >= self.threshold
-        return CheckResult(self.name, s, self.threshold, passed, required=self.required,
-                           reason="" if passed else f"image quality looks recaptured ({s:.2f})")
+        return mean_score_result(self.name, scores, self.threshold, self.required,
+                                 lambda s: f"image quality looks recaptured ({s:.2f})")

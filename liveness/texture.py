@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from facegate.liveness.detect import face_crop
-from facegate.liveness.types import CheckResult, Face
+from facegate.liveness.types import CheckResult, Face, mean_score_result
 
 MEAN, STD = 0.5, 0.5
 
@@ -70,10 +70,15 @@ def to_tensor(crops: np.ndarray, input_size: int, norm: str = "global") -> torch
                           for c in crops])
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
     if norm == "per_image":
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-        return (x - mean) / std
+        return standardise(x)
     return (x - MEAN) / STD
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Each image's channels to zero mean and unit variance, (N, C, H, W) in and out."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    return (x - mean) / std
 
 
 class TextureCheck:
@@ -112,11 +117,7 @@ class TextureCheck:
         return float(self.predict_crops(self.crop(face)[None])[0])
 
     def result(self, scores: list[float]) -> CheckResult:
-        if not scores:
-            return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
-                               reason="no face to judge")
-        s = float(np.mean(scores))
-        passed = s >= self.threshold
-        reason = "" if passed else (
-            f"face texture looks like a print or screen ({s:.2f} < {self.threshold:.2f})")
-        return CheckResult(self.name, s, self.threshold, passed, reason=reason)
+        return mean_score_result(
+            self.name, scores, self.threshold, True,
+            lambda s: f"face texture looks like a print or screen ({s:.2f} < "
+                      f"{self.threshold:.2f})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,3 +73,18 @@ class LivenessResult:
     checks: tuple[CheckResult, ...]
     reasons: tuple[str, ...]
     frames_used: int
+
+
+def mean_score_result(name: str, scores: Sequence[float], threshold: float, required: bool,
+                      failure: Callable[[float], str]) -> CheckResult:
+    """A per-frame check's verdict on a window: the mean score against ``threshold``.
+
+    ``failure`` words the reason from the mean score; no scores means not applicable.
+    """
+    if not scores:
+        return CheckResult(name, 0.0, threshold, False, applicable=False, required=required,
+                           reason="no face to judge")
+    s = float(np.mean(scores))
+    passed = s >= threshold
+    return CheckResult(name, s, threshold, passed, required=required,
+                       reason="" if passed else failure(s))
