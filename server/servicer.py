@@ -7,6 +7,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -41,6 +42,23 @@ def _grpc_errors(method):
             self._abort(context, exc)
 
     return streaming if inspect.isgeneratorfunction(method) else unary
+
+
+def _config_then_frames(requests: Iterator, request_name: str, config_name: str
+                        ) -> tuple[Any, Iterator[pb.Frame]]:
+    """The config that must open a client stream, and the frames that must follow it."""
+    first = next(requests, None)
+    if first is None or first.WhichOneof("payload") != "config":
+        raise MissingConfig(f"the first {request_name} must carry a {config_name}", "config")
+
+    def frames() -> Iterator[pb.Frame]:
+        for i, req in enumerate(requests):
+            if req.WhichOneof("payload") != "frame":
+                raise InvalidInput("only frames may follow the first request",
+                                   f"requests[{i + 1}].config")
+            yield req.frame
+
+    return first.config, frames()
 
 
 class FaceGateServicer(pb_grpc.FaceGateServicer):
@@ -87,16 +105,12 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         watchdog.daemon = True
         watchdog.start()
         try:
-            first = next(request_iterator, None)
-            if first is None or first.WhichOneof("payload") != "config":
-                raise MissingConfig("the first AuthRequest must carry a SessionConfig", "config")
-            session = auth.start(C.session_config(first.config))
-            for i, req in enumerate(request_iterator):
-                if req.WhichOneof("payload") != "frame":
-                    raise InvalidInput("only frames may follow the first request",
-                                       f"requests[{i + 1}].config")
-                image = C.frame_image(req.frame, self.limits, "frame")
-                for ev in session.on_frame(image, float(req.frame.timestamp_ms)):
+            config, frames = _config_then_frames(request_iterator, "AuthRequest",
+                                                 "SessionConfig")
+            session = auth.start(C.session_config(config))
+            for frame in frames:
+                image = C.frame_image(frame, self.limits, "frame")
+                for ev in session.on_frame(image, float(frame.timestamp_ms)):
                     yield C.event(ev)
                 if session.done:
                     return
@@ -108,19 +122,14 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
     @_grpc_errors
     def Enroll(self, request_iterator: Iterator[pb.EnrollRequest], context) -> pb.EnrollResponse:
         auth = self._auth()
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("payload") != "config":
-            raise MissingConfig("the first EnrollRequest must carry an EnrollConfig", "config")
-        config = C.enroll_config(first.config)
-        frames: list[np.ndarray] = []
-        for i, req in enumerate(request_iterator):
-            if req.WhichOneof("payload") != "frame":
-                raise InvalidInput("only frames may follow the first request",
-                                   f"requests[{i + 1}].config")
-            if len(frames) >= MAX_ENROLL_FRAMES:
+        first, frames = _config_then_frames(request_iterator, "EnrollRequest", "EnrollConfig")
+        config = C.enroll_config(first)
+        images: list[np.ndarray] = []
+        for frame in frames:
+            if len(images) >= MAX_ENROLL_FRAMES:
                 raise TooMuchInput(f"at most {MAX_ENROLL_FRAMES} frames per enrolment", "frame")
-            frames.append(C.frame_image(req.frame, self.limits, "frame"))
-        return C.enroll_response(auth.enroll(config, frames))
+            images.append(C.frame_image(frame, self.limits, "frame"))
+        return C.enroll_response(auth.enroll(config, images))
 
     @_grpc_errors
     def CheckLiveness(self, request: pb.CheckLivenessRequest, context) -> pb.Decision:
