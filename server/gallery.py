@@ -1,7 +1,8 @@
 """The gallery: one 128-d template per subject in SQLite (never images), matched in numpy.
 
 SQLite runs in WAL mode with synchronous=FULL, so an enrolment that returned is on disk.
-The matcher keeps every template in one float32 matrix for vectorised 1:N search.
+The matcher keeps every template in one float32 matrix, with the squared norms beside it, so
+1:N search is one matrix-vector product: |t - q|^2 = |t|^2 - 2 t.q + |q|^2.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ class Gallery:
             "SELECT subject_id, display_name, samples, created_ms, updated_ms, template "
             "FROM subjects ORDER BY subject_id").fetchall()
         self._subjects = [Subject(*r[:5]) for r in rows]
-        self._matrix = (np.stack([np.frombuffer(r[5], np.float32) for r in rows])
+        self._matrix = (np.frombuffer(b"".join(r[5] for r in rows), np.float32)
+                        .reshape(len(rows), TEMPLATE_DIM).copy()
                         if rows else np.zeros((0, TEMPLATE_DIM), np.float32))
+        self._norms = np.einsum("ij,ij->i", self._matrix, self._matrix)
         self._index = {s.subject_id: i for i, s in enumerate(self._subjects)}
 
     def close(self) -> None:
@@ -102,8 +105,19 @@ class Gallery:
             self._db.execute(
                 "INSERT OR REPLACE INTO subjects VALUES (?, ?, ?, ?, ?, ?)",
                 (subject_id, display_name or subject_id, template.tobytes(), samples, created, now))
-            self._load()
-            return self._subjects[self._index[subject_id]]
+            subject = Subject(subject_id, display_name or subject_id, samples, created, now)
+            i = self._index.get(subject_id)
+            if i is None:  # a new row at the end; no reload of the whole table
+                i = len(self._subjects)
+                self._subjects.append(subject)
+                self._index[subject_id] = i
+                self._matrix = np.vstack([self._matrix, template[None]])
+                self._norms = np.append(self._norms, np.float32(template @ template))
+            else:
+                self._subjects[i] = subject
+                self._matrix[i] = template
+                self._norms[i] = template @ template
+            return subject
 
     def exists(self, subject_id: str) -> bool:
         with self._lock:
@@ -137,9 +151,11 @@ class Gallery:
         with self._lock:
             if not self._subjects:
                 return None
-            d = np.linalg.norm(self._matrix - np.asarray(query, np.float32)[None], axis=1)
-            i = int(np.argmin(d))
-            return MatchResult(self._subjects[i], float(1.0 - d[i]), self.threshold)
+            q = np.asarray(query, np.float32).reshape(-1)
+            d2 = self._norms - 2.0 * (self._matrix @ q)  # + |q|^2, the same for every row
+            i = int(np.argmin(d2))
+            d = float(np.linalg.norm(self._matrix[i] - q))  # exact for the winner
+            return MatchResult(self._subjects[i], 1.0 - d, self.threshold)
 
     def verify(self, subject_id: str, query: np.ndarray) -> MatchResult:
         """1:1 against ``subject_id``'s template."""
