@@ -143,13 +143,18 @@ def train(crops: np.ndarray, labels: np.ndarray, weights: np.ndarray, cfg: Train
     return model
 
 
-def predict(model: LivenessNet, crops: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+def batched(fn, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+    """``fn`` (crops -> per-crop scores tensor) over ``crops`` in batches, without autograd."""
     out = []
     with torch.inference_mode():
-        for i in range(0, len(crops), 256):
-            logits = model(to_tensor(crops[i:i + 256], cfg.input_size, cfg.norm))
-            out.append(torch.softmax(logits, 1)[:, 1].numpy())
+        for i in range(0, len(crops), batch):
+            out.append(fn(crops[i:i + batch]).numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def predict(model: LivenessNet, crops: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    return batched(lambda c: torch.softmax(model(to_tensor(c, cfg.input_size, cfg.norm)), 1)[:, 1],
+                   crops)
 
 
 def evaluate(model, sets, keep, cfg: TrainConfig, threshold: float) -> dict:
@@ -171,10 +176,11 @@ def evaluate(model, sets, keep, cfg: TrainConfig, threshold: float) -> dict:
             "_scores": s, "_labels": lab}
 
 
-def mean_group_acer_threshold(oof: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-    """(threshold, mean ACER) minimising the mean over groups of ACER, on a 0.01 grid."""
+def mean_group_acer_threshold(oof: dict[str, tuple[np.ndarray, np.ndarray]],
+                              grid: np.ndarray | None = None) -> tuple[float, float]:
+    """(threshold, mean ACER) minimising the mean over groups of ACER; default grid 0.01."""
     best = (1.0, 0.5)
-    for t in np.round(np.arange(0.01, 1.0, 0.01), 2):
+    for t in np.round(np.arange(0.01, 1.0, 0.01), 2) if grid is None else grid:
         acers = [np.nanmean(apcer_bpcer(s, y, t)) for s, y in oof.values()]
         m = float(np.mean(acers))
         if m < best[0]:
@@ -237,23 +243,45 @@ def write_safetensors(model: nn.Module, path: Path) -> None:
                for k, v in state.items()}, str(path))
 
 
+PAD_TRAINING_DATA = ("../shared/data/pad: every source; NUAA official train list; other "
+                     "sources 4/5 of neighbour blocks; hm_viguardieiro eval only")
+RESEARCH_LICENSE = ("Code MIT. Weights trained on research data mostly without licence "
+                    "(NUAA and public hobby sets, see DATA.md): research-grade, not for "
+                    "production decisions without re-training on licensed data.")
+
+
+def face_preprocessing(norm: str) -> dict:
+    """The registry's preprocessing entry of a model on the detector's face crops."""
+    return {"detector": "facenet-pytorch MTCNN, largest face, 4 rotations",
+            "crop": "square, side = longer box side, edges replicated",
+            "crop_scale": 1.0, "resize": "112 then INTER_AREA to input_size",
+            "color": "RGB", "norm": norm,
+            "mean": 0.5 if norm == "global" else "per image",
+            "std": 0.5 if norm == "global" else "per image"}
+
+
+def fp16_delta(score, model: nn.Module, probe: np.ndarray) -> dict:
+    """How much rounding the weights through fp16 moves ``score(model, crops)`` on ``probe``."""
+    import copy
+
+    half = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in half.parameters():
+            p.copy_(p.half().float())
+    delta = np.abs(score(model, probe) - score(half, probe)).max()
+    return {"fp16_max_abs_score_delta": round(float(delta), 5),
+            "fp16_probe_faces": int(len(probe))}
+
+
 def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, threshold: float,
                   metrics: dict, probe: np.ndarray | None = None) -> Path:
     """Save fp16 safetensors and register them; ``probe`` crops measure what fp16 changes."""
-    import copy
-
     from facegate.weights import register, sha256_file
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.safetensors"
     if probe is not None and len(probe):
-        half = copy.deepcopy(model)
-        with torch.no_grad():
-            for p in half.parameters():
-                p.copy_(p.half().float())
-        delta = np.abs(predict(model, probe, cfg) - predict(half, probe, cfg)).max()
-        metrics = metrics | {"fp16_max_abs_score_delta": round(float(delta), 5),
-                             "fp16_probe_faces": int(len(probe))}
+        metrics = metrics | fp16_delta(lambda m, c: predict(m, c, cfg), model, probe)
     write_safetensors(model, path)
     register(name, {
         "file": path.name,
@@ -265,34 +293,41 @@ def write_weights(model: LivenessNet, name: str, out: Path, cfg: TrainConfig, th
         "arch": cfg.arch,
         "arch_kwargs": {"width": cfg.width},
         "input_size": cfg.input_size,
-        "preprocessing": {"detector": "facenet-pytorch MTCNN, largest face, 4 rotations",
-                          "crop": "square, side = longer box side, edges replicated",
-                          "crop_scale": 1.0, "resize": "112 then INTER_AREA to input_size",
-                          "color": "RGB", "norm": cfg.norm,
-                          "mean": 0.5 if cfg.norm == "global" else "per image",
-                          "std": 0.5 if cfg.norm == "global" else "per image"},
+        "preprocessing": face_preprocessing(cfg.norm),
         "threshold": round(float(threshold), 4),
         "metrics": metrics,
-        "data": "../shared/data/pad: every source; NUAA official train list; other sources "
-                "4/5 of neighbour blocks; hm_viguardieiro eval only",
-        "license": "Code MIT. Weights trained on research data mostly without licence "
-                   "(NUAA and public hobby sets, see DATA.md): research-grade, not for "
-                   "production decisions without re-training on licensed data.",
+        "data": PAD_TRAINING_DATA,
+        "license": RESEARCH_LICENSE,
         "train_command": (f"python -m facegate.liveness.train_texture final --arch {cfg.arch} "
                           f"--name {name} --input-size {cfg.input_size} --epochs {cfg.epochs}"),
     }, out / "registry.json")
     return path
 
 
+CARD_COLUMNS = ("n_live", "n_spoof", "n_no_face", "apcer", "bpcer", "acer", "eer", "auc")
+
+
+def table(rows: dict, cols=CARD_COLUMNS, first: str = "source") -> list[str]:
+    """Markdown rows of per-source metric dicts (pad_report's as_dict)."""
+    out = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    out += [f"| {k} | " + " | ".join(str(v.get(c, "")) for c in cols) + " |"
+            for k, v in rows.items()]
+    return out
+
+
+def final_section(fin: dict | None) -> list[str]:
+    """The card's table of the deployed model on the intra-source and NUAA test splits."""
+    if not fin:
+        return []
+    md = ["## Deployed model: intra-source test splits and NUAA official test", "",
+          f"Trained on {fin['n_train']} faces; threshold {fin['pooled_test']['threshold']}."
+          " Non-NUAA test split = one block of ten neighbouring images in five "
+          "(hm_viguardieiro: never trained on, live only).", ""]
+    return md + table(fin["intra_source_test"] | {"**pooled**": fin["pooled_test"]})
+
+
 def card_markdown(name: str, report: dict) -> str:
     """The model card's tables, from the JSON the protocols wrote."""
-    cols = ("n_live", "n_spoof", "n_no_face", "apcer", "bpcer", "acer", "eer", "auc")
-
-    def table(rows: dict) -> list[str]:
-        out = ["| source | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        out += [f"| {k} | " + " | ".join(str(v.get(c, "")) for c in cols) + " |"
-                for k, v in rows.items()]
-        return out
 
     cfg = report.get("config", {})
     arch = {"livenessnet": "LivenessNet (4 conv, 2 pool, 2 dense)",
@@ -318,13 +353,7 @@ def card_markdown(name: str, report: dict) -> str:
                f"**{lo['mean_acer_at_threshold']}**):", ""]
         md += table(lo["per_group_at_threshold"])
         md += [""]
-    fin = report.get("final")
-    if fin:
-        md += ["## Deployed model: intra-source test splits and NUAA official test", "",
-               f"Trained on {fin['n_train']} faces; threshold {fin['pooled_test']['threshold']}."
-               " Non-NUAA test split = one block of ten neighbouring images in five "
-               "(hm_viguardieiro: never trained on, live only).", ""]
-        md += table(fin["intra_source_test"] | {"**pooled**": fin["pooled_test"]})
+    md += final_section(report.get("final"))
     flags = "" if cfg.get("arch", "livenessnet") == "livenessnet" else \
         f" --arch {cfg.get('arch')} --name {name}"
     md += ["", f"Re-run: `python -m facegate.liveness.train_texture loso{flags}` then "
