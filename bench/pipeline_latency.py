@@ -1,10 +1,10 @@
-"""Per-stage latency of the v0.1 pipeline on real 640x480 video frames (CPU).
+"""Per-stage latency of the default pipeline on real 640x480 video frames (CPU).
 
     python bench/pipeline_latency.py [--frames 40]  # -> bench/results/pipeline_latency.{json,md}
 
 Stages: JPEG decode, MTCNN detection, texture CNN, image-quality measures + LDA, eye-state
-CNN, 68-point landmarks + EAR, 128-d encoding (runs once per decision on 3 frames, not per
-frame), and the whole per-frame analysis.
+CNN, spoof-cue generator, 68-point landmarks + EAR + head pose, 128-d encoding (runs once
+per decision on 3 frames, not per frame), and the whole per-frame analysis.
 Then, over gRPC on loopback with a real server: enrol the clip's person, and time
 identify sessions from the first frame sent to the Decision received.
 """
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from facegate.client.media import video_frames
-from facegate.liveness.blink import face_ear
+from facegate.liveness.blink import eye_aspect_ratio, face_landmarks68
 from facegate.liveness.data import default_data_root
+from facegate.liveness.headpose import head_pose, points68
 from facegate.server.app import load_authenticator
 from facegate.server.frames import FrameLimits, decode_encoded
 from facegate.server.recognition import face_template
@@ -61,6 +62,13 @@ def grpc_sessions(clip: Path, repeats: int) -> tuple[list[float], list[float]]:
     return wall, server
 
 
+def landmarks_ear_pose(face):
+    """What the pipeline does with the 68 landmarks of a face: EAR and head pose."""
+    pts = points68(face_landmarks68(face))
+    ear = (eye_aspect_ratio(pts[36:42]) + eye_aspect_ratio(pts[42:48])) / 2
+    return ear, head_pose(pts, face.frame.shape[:2])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=40)
@@ -72,7 +80,7 @@ def main() -> None:
     frames = list(video_frames(clip, max_frames=args.frames, every=2))
     stages: dict[str, list[float]] = {k: [] for k in
                                       ("decode", "detect", "texture", "iqa", "eye_state",
-                                       "landmarks_ear",
+                                       "spoof_cue", "landmarks_ear_pose",
                                        "encode_template", "analyze_frame")}
     for f in frames[:3]:  # warm-up
         pipe.analyze(decode_encoded(f.encoded, limits))
@@ -87,7 +95,9 @@ def main() -> None:
                 stages["iqa"].append(timed(pipe.iqa.score_face, faces[0])[1])
             if pipe.eyes is not None:
                 stages["eye_state"].append(timed(pipe.eyes.open_probs, faces[0])[1])
-            stages["landmarks_ear"].append(timed(face_ear, faces[0])[1])
+            if pipe.spoof_cue is not None:
+                stages["spoof_cue"].append(timed(pipe.spoof_cue.score_face, faces[0])[1])
+            stages["landmarks_ear_pose"].append(timed(landmarks_ear_pose, faces[0])[1])
             stages["encode_template"].append(timed(face_template, faces[0])[1])
         stages["analyze_frame"].append(timed(pipe.analyze, rgb)[1] + stages["decode"][-1])
     stream_ms, server_ms = grpc_sessions(clip, repeats=5)
@@ -109,7 +119,7 @@ def main() -> None:
           f"{result['frames']} frames of `{result['clip']}` ({rgb.shape[1]}x{rgb.shape[0]}), "
           f"{result['cores']} cores, torch threads {result['torch_threads']}. Command: "
           "`python bench/pipeline_latency.py`. analyze_frame = decode + detect + texture + "
-          "IQA + eye state + landmarks (what every streamed frame costs).", "",
+          "IQA + eye state + spoof cue + landmarks/pose (what every streamed frame costs).", "",
           "| stage | p50 ms | p95 ms | n |", "|---|---|---|---|"]
     md += [f"| {k} | {v['p50']} | {v['p95']} | {v['n']} |" for k, v in result["stages_ms"].items()]
     g = result["grpc_identify_session_ms"]

@@ -34,13 +34,6 @@ def face_landmarks68(face: Face) -> dict[str, list[tuple[int, int]]] | None:
     return marks[0] if marks else None
 
 
-def face_ear(face: Face) -> float | None:
-    marks = face_landmarks68(face)
-    if marks is None:
-        return None
-    return (eye_aspect_ratio(marks["left_eye"]) + eye_aspect_ratio(marks["right_eye"])) / 2.0
-
-
 def blink_depth(ears: Sequence[float]) -> float:
     """How far the lowest EAR falls below the open-eye level (0 = no dip, 1 = fully shut).
 

@@ -32,7 +32,7 @@ class Evaluation:
                 "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]}
 
 
-DEFAULT_RULE = "default"  # the server's rule: texture CNN and IQA must both pass
+DEFAULT_RULE = "default"  # the server's per-frame rule: spoof cue, texture CNN and IQA all pass
 
 
 def _iqa_scores(crops: np.ndarray, name: str = "iqa_lda") -> tuple[np.ndarray, float]:
@@ -49,22 +49,36 @@ def _texture_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     return check.predict_crops(crops) if len(crops) else np.zeros(0), check.threshold
 
 
+def _cue_scores(crops: np.ndarray, name: str = "spoofcue") -> tuple[np.ndarray, float]:
+    from facegate.liveness.spoofcue import SpoofCueCheck
+
+    check = SpoofCueCheck(name)
+    return check.predict_crops(crops) if len(crops) else np.zeros(0), check.threshold
+
+
+def _model_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    if name == "iqa_lda":
+        return _iqa_scores(crops, name)
+    if name == "spoofcue":
+        return _cue_scores(crops, name)
+    return _texture_scores(crops, name)
+
+
 def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Scores of the found faces, their labels, and the model's own threshold.
 
-    ``model`` is a registry name (a texture CNN, or ``iqa_lda``) or ``default``: the server's
-    rule, scored as the weaker of the two checks mapped so each threshold sits at 0.5.
+    ``model`` is a registry name (a texture CNN, ``iqa_lda`` or ``spoofcue``) or ``default``:
+    the server's rule, scored as the weakest check mapped so each threshold sits at 0.5.
     """
     from facegate.liveness.fusion import FUSED_THRESHOLD, weakest
 
     crops, labels = cs.crops[cs.found], cs.labels[cs.found]
     if model == DEFAULT_RULE:
-        t, tt = _texture_scores(crops, "livenessnet")
-        q, qt = _iqa_scores(crops)
-        fused = np.array([weakest([(a, tt), (b, qt)]) for a, b in zip(t, q)])
+        parts = [_model_scores(crops, n) for n in ("spoofcue", "livenessnet", "iqa_lda")]
+        fused = np.array([weakest(zip(per_face, (t for _, t in parts)))
+                          for per_face in zip(*(s for s, _ in parts))])
         return fused, labels, FUSED_THRESHOLD
-    scores, thr = _iqa_scores(crops, model) if model == "iqa_lda" else \
-        _texture_scores(crops, model)
+    scores, thr = _model_scores(crops, model)
     return scores, labels, thr
 
 

@@ -20,7 +20,9 @@ import numpy as np
 from facegate.liveness.metrics import apcer_bpcer, pad_report
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = ("livenessnet", "iqa_lda", "resnet18_texture")
+CHECKS = ("spoofcue", "livenessnet", "iqa_lda", "resnet18_texture")
+# The server's default rule: every one of these must pass at its deployed threshold.
+DEFAULT_RULE = ("spoofcue", "livenessnet", "iqa_lda")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -76,8 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     y = np.concatenate([oof[g][1] for g in names])
     grp = np.concatenate([[g] * len(oof[g][1]) for g in names])
     final = fit_logistic(x, y, grp)
-    # Rules over the checks at their own calibrated thresholds (the server's AND rule first).
-    thrs = np.array([singles[c][0] for c in checks])
+    # Rules over the checks at their deployed thresholds (the registry's; a check with no
+    # shipped weights at the one minimising its own LOSO mean ACER).
+    from facegate.weights import read_registry
+
+    registry = read_registry(args.out / "registry.json")
+    thrs = np.array([registry[c]["threshold"] if c in registry else singles[c][0]
+                     for c in checks])
 
     def rule_acer(rule) -> float:
         return round(float(np.mean([np.nanmean(apcer_bpcer(rule(x_).astype(float), y_, 0.5))
@@ -92,10 +99,13 @@ def main(argv: list[str] | None = None) -> None:
             rules[label] = rule_acer(lambda v, idx=idx: (v[:, idx] >= thrs[idx]).all(axis=1))
     best = min((r for r in rules if r not in ("logistic fusion", "any (OR)")),
                key=lambda r: rules[r])
+    default = " AND ".join(c for c in checks if c in DEFAULT_RULE)
     result = {
         "checks": list(checks), "input": "logit of each check's P(live)",
         "thresholds": dict(zip(checks, [float(t) for t in thrs])),
         "best_rule": best,
+        "server_default_rule": default,
+        "server_default_loso_mean_acer": rules.get(default),
         "coef": [round(float(v), 6) for v in final.coef_[0]],
         "intercept": round(float(final.intercept_[0]), 6),
         "threshold": thr,
@@ -117,12 +127,13 @@ def main(argv: list[str] | None = None) -> None:
           "| held-out group | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     md += [f"| {g} | " + " | ".join(str(r[c]) for c in cols) + " |" for g, r in per_group.items()]
     md += ["", "## Decision rules, leave-one-source-out mean ACER", "",
-           "Each check at its own calibrated threshold "
+           "Each check at its deployed threshold "
            f"({', '.join(f'{c} {t}' for c, t in zip(checks, thrs))}):", "",
            "| rule | mean ACER |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in rules.items()]
-    md += ["", f"Lowest: **{best}** ({rules[best]}). The server's default requires the checks "
-           "of the lowest AND rule (AllRequiredFusion: every required check must pass).", "",
+    md += ["", f"Lowest: **{best}** ({rules[best]}). The server's default rule is **{default}** "
+           f"({rules.get(default)}): the spoof-cue score at 0.96 AND the fused checks "
+           "(AllRequiredFusion: every required check must pass).", "",
            "Re-run: `python -m facegate.liveness.fusion_fit` (after the checks' LOSO runs)."]
     (args.out / "cards" / "fusion.md").write_text("\n".join(md) + "\n")
     print(json.dumps({k: result[k] for k in ("coef", "intercept", "threshold",

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facegate.liveness.blink import BlinkCheck, face_ear
-from facegate.liveness.challenges import BlinkChallenge, make_challenge
+from facegate.liveness.blink import BlinkCheck, eye_aspect_ratio, face_landmarks68
+from facegate.liveness.challenges import Challenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
 from facegate.liveness.fusion import AllRequiredFusion, Fusion, weakest
+from facegate.liveness.headpose import HeadPose, PlanarityCheck, head_pose, points68, smoothed
 from facegate.liveness.iqa import IQACheck
+from facegate.liveness.spoofcue import SpoofCueCheck
 from facegate.liveness.texture import TextureCheck
 from facegate.liveness.types import CheckResult, Face, LivenessResult
 
@@ -55,6 +57,9 @@ class FrameAnalysis:
     iqa_score: float | None = None
     # This frame alone, fused like the decision (weakest required check, threshold at 0.5).
     frame_score: float | None = None
+    cue_score: float | None = None  # spoof-cue score, 1 - gain * mean|cue|
+    points: np.ndarray | None = None  # (68, 2) landmarks of the judged face
+    pose: HeadPose | None = None
 
     @property
     def face(self) -> Face | None:
@@ -97,7 +102,8 @@ def quality_hints(face: Face | None, n_faces: int, frame: np.ndarray | None = No
 class LivenessPipeline:
     """The loaded models and the per-frame analysis.
 
-    ``window`` is how many of the latest face frames the texture score averages over.
+    ``window`` is how many of the latest face frames the per-frame scores (texture, IQA,
+    spoof cue) are averaged over: the mean of the last 8 by default.
     """
 
     def __init__(
@@ -109,11 +115,18 @@ class LivenessPipeline:
         fusion: Fusion | None = None,
         eye_weights: str | None = "eyenet",
         iqa_weights: str | None = "iqa_lda",
+        spoof_cue_weights: str | None = "spoofcue",
+        spoof_cue_threshold: float | None = None,
+        planarity_threshold: float | None = PlanarityCheck().threshold,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations)
         self.texture = TextureCheck(texture_weights, texture_threshold)
         self.eyes = EyeStateCheck(eye_weights) if eye_weights else None
         self.iqa = IQACheck(iqa_weights) if iqa_weights else None
+        self.spoof_cue = (SpoofCueCheck(spoof_cue_weights, spoof_cue_threshold)
+                          if spoof_cue_weights else None)
+        self.planarity = (PlanarityCheck(planarity_threshold)
+                          if planarity_threshold is not None else None)
         self.blink = BlinkCheck()
         self.fusion = fusion or AllRequiredFusion()
         self.window = window
@@ -123,20 +136,28 @@ class LivenessPipeline:
         """Detect and score one RGB uint8 frame."""
         faces = tuple(self.detector.detect(frame))
         face = faces[0] if faces else None
-        texture = ear = eyes = iqa = None
+        texture = ear = eyes = iqa = cue = points = pose = None
+        fused = None
         if face is not None:
             texture = self.texture.score_face(face)
-            ear = face_ear(face) if landmarks else None
+            if landmarks:
+                marks = face_landmarks68(face)
+                points = points68(marks) if marks is not None else None
+                if points is not None:
+                    ear = (eye_aspect_ratio(points[36:42]) + eye_aspect_ratio(points[42:48])) / 2
+                    pose = head_pose(points, frame.shape[:2])
             eyes = self.eyes.open_probs(face) if self.eyes is not None else None
             iqa = self.iqa.score_face(face) if self.iqa is not None else None
-        fused = None
-        if texture is not None:
+            cue = self.spoof_cue.score_face(face) if self.spoof_cue is not None else None
             required = [(texture, self.texture.threshold)]
             if iqa is not None and self.iqa is not None and self.iqa.required:
                 required.append((iqa, self.iqa.threshold))
+            if cue is not None and self.spoof_cue is not None:
+                required.append((cue, self.spoof_cue.threshold))
             fused = weakest(required)
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces), frame), eyes, iqa, fused)
+                             quality_hints(face, len(faces), frame), eyes, iqa, fused, cue,
+                             points, pose)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:
@@ -144,17 +165,22 @@ class LivenessPipeline:
 
 
 class LivenessSession:
-    """One stream's evidence: per-frame scores, EARs and the asked challenges."""
+    """One stream's evidence: per-frame scores, EARs, landmarks and the asked challenges."""
+
+    MAX_POINTS = 30  # landmark sets kept for the parallax check
 
     def __init__(self, pipeline: LivenessPipeline, challenges: Sequence[str] = (),
                  challenge_deadline_ms: int = 5000) -> None:
         self.pipeline = pipeline
         self.textures: deque[float] = deque(maxlen=pipeline.window)
         self.iqas: deque[float] = deque(maxlen=pipeline.window)
+        self.cues: deque[float] = deque(maxlen=pipeline.window)
+        self.points: deque[np.ndarray] = deque(maxlen=self.MAX_POINTS)
+        self.poses: deque[HeadPose] = deque(maxlen=3)
         self.ears: list[float | None] = []
         self.eyes: list[tuple[float, float]] = []
         self.frames_with_face = 0
-        self.challenges: list[BlinkChallenge] = [
+        self.challenges: list[Challenge] = [
             make_challenge(c, challenge_deadline_ms) for c in challenges]
         self._asked = 0
 
@@ -169,11 +195,17 @@ class LivenessSession:
             self.eyes.append(a.eyes_open)
         if a.iqa_score is not None:
             self.iqas.append(a.iqa_score)
+        if a.cue_score is not None:
+            self.cues.append(a.cue_score)
+        if a.points is not None:
+            self.points.append(a.points)
+        if a.pose is not None:
+            self.poses.append(a.pose)
         current = self.current_challenge()
         if current is not None:
-            current.observe(a.timestamp_ms, a.ear)
+            current.observe(a.timestamp_ms, a.ear, a.pose)
 
-    def current_challenge(self) -> BlinkChallenge | None:
+    def current_challenge(self) -> Challenge | None:
         """The challenge that has been asked and is not finished yet."""
         if 0 < self._asked <= len(self.challenges):
             c = self.challenges[self._asked - 1]
@@ -181,7 +213,7 @@ class LivenessSession:
                 return c
         return None
 
-    def next_prompt(self, now_ms: float) -> tuple[int, BlinkChallenge] | None:
+    def next_prompt(self, now_ms: float) -> tuple[int, Challenge] | None:
         """Ask the next challenge once a face is in view and the previous one is done."""
         if self.frames_with_face == 0 or self.current_challenge() is not None:
             return None
@@ -191,7 +223,7 @@ class LivenessSession:
             return None
         c = self.challenges[self._asked]
         self._asked += 1
-        c.ask(now_ms)
+        c.ask(now_ms, smoothed(self.poses))
         return self._asked, c
 
     @property
@@ -204,13 +236,17 @@ class LivenessSession:
         return any(c.state.failed for c in self.challenges)
 
     def result(self) -> LivenessResult:
-        checks: list[CheckResult] = [
-            self.pipeline.texture.result(list(self.textures)),
-            self.pipeline.blink.result(self.ears, required=False),
-        ]
-        if self.pipeline.iqa is not None:
-            checks.append(self.pipeline.iqa.result(list(self.iqas)))
-        if self.pipeline.eyes is not None:
-            checks.append(self.pipeline.eyes.result(self.eyes))
+        p = self.pipeline
+        checks: list[CheckResult] = []
+        if p.spoof_cue is not None:
+            checks.append(p.spoof_cue.result(list(self.cues)))
+        checks += [p.texture.result(list(self.textures)),
+                   p.blink.result(self.ears, required=False)]
+        if p.iqa is not None:
+            checks.append(p.iqa.result(list(self.iqas)))
+        if p.eyes is not None:
+            checks.append(p.eyes.result(self.eyes))
+        if p.planarity is not None:
+            checks.append(p.planarity.result(list(self.points)))
         checks += [c.result() for c in self.challenges]
-        return self.pipeline.fusion.fuse(checks, self.frames_with_face)
+        return p.fusion.fuse(checks, self.frames_with_face)

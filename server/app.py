@@ -45,7 +45,11 @@ def load_authenticator(settings: Settings):
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     pipeline = LivenessPipeline(settings.texture_weights, settings.texture_threshold,
                                 settings.detect_rotations, eye_weights=settings.eye_weights or None,
-                                iqa_weights=settings.iqa_weights or None)
+                                iqa_weights=settings.iqa_weights or None,
+                                spoof_cue_weights=settings.spoof_cue_weights or None,
+                                spoof_cue_threshold=settings.spoof_cue_threshold,
+                                planarity_threshold=(settings.planarity_threshold
+                                                     if settings.planarity else None))
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -120,6 +120,32 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_cue(args) -> int:
+    import cv2
+
+    from facegate.liveness.detect import FaceDetector, load_image
+    from facegate.liveness.spoofcue import SpoofCueCheck, render_cue
+
+    image = load_image(args.image)
+    faces = FaceDetector().detect(image)
+    if not faces:
+        print(json.dumps({"input": args.image, "faces": 0, "error": "no face found"}))
+        return 2
+    check = SpoofCueCheck(args.model, args.threshold)
+    crop = check.crop(faces[0])
+    cue = check.cue_maps(crop[None])[0]
+    score = float(check.predict_crops(crop[None])[0])
+    out = {"input": args.image, "faces": len(faces), "score": round(score, 4),
+           "threshold": check.threshold, "live": score >= check.threshold}
+    if args.out:
+        picture = render_cue(crop, cue, score, check.threshold, check.gain)
+        if not cv2.imwrite(args.out, picture):
+            raise OSError(f"could not write {args.out}")
+        out["out"] = args.out
+    print(json.dumps(out))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from facegate.liveness.evaluate import evaluate_folder
     from facegate.liveness.metrics import apcer_bpcer, eer, threshold_for_bpcer
@@ -188,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
     a = client_cmd("authenticate", "one decision per image or video")
     a.add_argument("--mode", choices=["identify", "verify", "liveness"], default="identify")
     a.add_argument("--claim", help="subject id to verify against")
-    a.add_argument("--challenge", action="append", choices=["blink"])
+    a.add_argument("--challenge", action="append",
+                   choices=["blink", "turn_left", "turn_right", "look_up"])
     a.add_argument("--max-frames", type=int, default=0, help="per video (0 = all)")
     a.add_argument("--json", action="store_true", help="one JSON object per input")
     a.add_argument("inputs", nargs="+")
@@ -207,6 +234,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--report", help="write ROC/DET PNGs and a markdown report here")
     ev.set_defaults(fn=cmd_eval)
+
+    cu = sub.add_parser("cue", help="spoof-cue map of one image: face, cue and score as a PNG")
+    cu.add_argument("image")
+    cu.add_argument("--out", help="PNG to write (face | |cue| heat map | signed cue)")
+    cu.add_argument("--model", default="spoofcue")
+    cu.add_argument("--threshold", type=float, default=None, help="default: the registry's")
+    cu.set_defaults(fn=cmd_cue)
 
     cal = sub.add_parser("calibrate", help="pick a model's threshold on a dev folder")
     cal.add_argument("--data", required=True)

@@ -88,6 +88,10 @@ def decision(d: S.Decision) -> pb.Decision:
                                         passed=c.passed, applicable=c.applicable,
                                         required=c.required, reason=c.reason)
                           for c in d.liveness.checks)
+        cue = next((c for c in d.liveness.checks if c.name == "spoof_cue" and c.applicable),
+                   None)
+        if cue is not None:
+            msg.spoof_cue_score = cue.score
     if d.match is not None:
         msg.match.CopyFrom(pb.Match(subject_id=d.match.subject.subject_id,
                                     display_name=d.match.subject.display_name,

@@ -7,6 +7,7 @@ Recognition runs only after the liveness verdict is live.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Union
 
 import numpy as np
 
-from facegate.liveness.challenges import PROMPTS, SUPPORTED
+from facegate.liveness.challenges import PROMPTS, SUPPORTED, random_sequence
 from facegate.liveness.pipeline import FrameAnalysis, LivenessPipeline
 from facegate.liveness.types import Face, LivenessResult
 from facegate.server.errors import AlreadyExists, InvalidInput, NotAllowed, TooMuchInput
@@ -121,9 +122,11 @@ class Authenticator:
             self.gallery.get(config.claimed_subject_id)  # NOT_FOUND before any frame is sent
         for c in config.challenges:
             if c not in SUPPORTED:
-                raise InvalidInput(f"{c} is not supported yet; supported: {sorted(SUPPORTED)}",
+                raise InvalidInput(f"{c} is not supported; supported: {sorted(SUPPORTED)}",
                                    "config.challenges")
-        return AuthSession(self, config)
+        pool = [k.strip().upper() for k in self.settings.challenge_pool.split(",") if k.strip()]
+        order = random_sequence(config.challenges, self.settings.random_challenges, pool)
+        return AuthSession(self, dataclasses.replace(config, challenges=order))
 
     def match(self, mode: str, claimed: str, faces: list[Face]) -> MatchResult | None:
         with self._calls_lock:  # streams run on several threads

@@ -32,6 +32,14 @@ class Settings:
     texture_threshold: float | None = None  # None: the registry's calibrated threshold
     eye_weights: str = "eyenet"  # "" turns the both-eyes-closed rule off
     iqa_weights: str = "iqa_lda"  # "" turns the image-quality check off
+    spoof_cue_weights: str = "spoofcue"  # "" turns the spoof-cue generator off
+    spoof_cue_threshold: float | None = None  # None: the registry's (0.96)
+    planarity: bool = True  # landmark-parallax check, judged when the head moves
+    planarity_threshold: float = 0.45
+    # Challenges: the client's list is asked in a random order; when it asks none, the server
+    # draws this many distinct ones from the pool (0: passive liveness only).
+    random_challenges: int = 0
+    challenge_pool: str = "BLINK,TURN_LEFT,TURN_RIGHT,LOOK_UP"
     detect_rotations: bool = True
     enroll_frames: int = 5
     allow_unverified_enrollment: bool = False

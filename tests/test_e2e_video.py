@@ -48,6 +48,9 @@ def test_replay_is_rejected_before_the_matcher(client, enrolled, server):
     texture = next(c for c in d.checks if c.name == "texture_cnn")
     assert not texture.passed
     assert server.servicer.auth.match_calls == calls  # the spoof never reached recognition
+    cue = next(c for c in d.checks if c.name == "spoof_cue")
+    assert cue.required and cue.threshold == pytest.approx(0.96)
+    assert d.spoof_cue_score == pytest.approx(cue.score)
 
 
 def test_replayed_enrolment_is_refused(client):
@@ -72,6 +75,38 @@ def test_blink_challenge_is_prompted(client, enrolled):
     assert blink.required
     assert d.outcome in ("ACCEPTED", "CHALLENGE_FAILED", "TIMEOUT")
     assert (d.outcome == "ACCEPTED") == blink.passed
+
+
+def test_head_turns_in_the_servers_random_order(client):
+    """The clip's person turns to their right, then to their left. The server shuffles the
+    asked challenges: in the clip's own order they pass, in the other the clip (like any
+    replay that cannot follow) turns the wrong way and fails."""
+    from facegate.client.v1 import facegate_pb2 as pb
+
+    d = client.authenticate(video_frames(APFOL_LIVE, every=2), mode="liveness",
+                            challenges=["turn_right", "turn_left"])
+    prompts = [e.challenge for e in d.events if e.WhichOneof("event") == "challenge"]
+    order = [pb.Challenge.Name(p.challenge) for p in prompts]
+    assert prompts[0].message.startswith("turn your head") and prompts[0].total == 2
+    checks = {c.name: c for c in d.checks}
+    if order[0] == "TURN_RIGHT":
+        assert order == ["TURN_RIGHT", "TURN_LEFT"]
+        assert checks["challenge_turn_right"].passed and checks["challenge_turn_left"].passed
+        assert d.outcome in ("ACCEPTED", "REJECTED_SPOOF")  # the passive checks decide
+    else:
+        assert order == ["TURN_LEFT"] and d.outcome == "CHALLENGE_FAILED" and not d.live
+        assert any("turned right when asked to turn left" in r for r in d.reasons)
+
+
+def test_server_draws_challenges_when_none_are_asked(server):
+    from facegate.server.sessions import Authenticator, SessionConfig
+
+    auth = server.servicer.auth
+    drawing = Authenticator(auth.settings.replace(random_challenges=2), auth.pipeline,
+                            auth.gallery)
+    kinds = drawing.start(SessionConfig(mode="LIVENESS_ONLY")).liveness.challenges
+    assert len(kinds) == 2 and len({c.state.kind for c in kinds}) == 2
+    assert auth.start(SessionConfig(mode="LIVENESS_ONLY")).liveness.challenges == []
 
 
 def test_second_replay_is_rejected_by_image_quality(client):

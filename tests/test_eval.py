@@ -63,11 +63,15 @@ def test_calibrate_writes_a_threshold_that_meets_its_target(tmp_path):
 
 def test_eval_each_model_and_the_default_rule():
     data = str(DATA / "pad" / "hm_balveer")
+    singles = ("spoofcue", "livenessnet", "iqa_lda")
     outs = {m: _run("eval", "--data", data, "--model", m, "--json")
-            for m in ("default", "livenessnet", "iqa_lda")}
+            for m in ("default",) + singles}
     assert outs["default"]["threshold"] == 0.5
     assert outs["livenessnet"]["threshold"] == 0.43
+    assert outs["spoofcue"]["threshold"] == 0.96
     for o in outs.values():
         assert o["n_live"] == 25 and o["n_spoof"] == 26 and 0 <= o["acer"] <= 1
-    # The rule accepts only what both checks accept: never more attacks than either.
-    assert outs["default"]["apcer"] <= min(outs["livenessnet"]["apcer"], outs["iqa_lda"]["apcer"])
+    # The rule accepts only what every check accepts: never more attacks than any of them,
+    # never more live faces either.
+    assert outs["default"]["apcer"] <= min(outs[m]["apcer"] for m in singles)
+    assert outs["default"]["bpcer"] >= max(outs[m]["bpcer"] for m in singles)

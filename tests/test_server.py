@@ -149,7 +149,7 @@ def test_too_many_enrolment_frames(client):
 
 def test_bad_config_values(client, stub):
     with pytest.raises(InvalidArgument, match="config.challenges"):
-        client.authenticate([OBAMA], challenges=["TURN_LEFT"])
+        client.authenticate([OBAMA], challenges=["CHALLENGE_UNSPECIFIED"])
     with pytest.raises(InvalidArgument, match="config.claimed_subject_id"):
         client.authenticate([OBAMA], mode="verify")
     with pytest.raises(InvalidArgument, match="config.subject_id"):

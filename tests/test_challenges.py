@@ -1,0 +1,180 @@
+"""Head pose, active challenges in the server's random order, and landmark-parallax planarity,
+on real photos and the shared videos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facegate.liveness.challenges import HeadChallenge, make_challenge, random_sequence
+from facegate.liveness.headpose import (
+    HeadPose,
+    PlanarityCheck,
+    head_pose,
+    nose_offset,
+    parallax_ratio,
+    points68,
+)
+
+from .conftest import IDENTITY, VIDEOS
+
+APFOL_LIVE = VIDEOS / "hm_apfol" / "live" / "real2.webm"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from facegate.liveness.detect import FaceDetector
+
+    return FaceDetector()
+
+
+def _points(detector, rgb):
+    from facegate.liveness.blink import face_landmarks68
+
+    faces = detector.detect(rgb)
+    assert faces
+    return points68(face_landmarks68(faces[0]))
+
+
+def test_pose_of_frontal_and_mirrored_faces(detector):
+    from facegate.liveness.detect import load_image
+
+    turned = load_image(str(IDENTITY / "obama2.jpg"))  # looks toward the image's left
+    pts = _points(detector, turned)
+    pose = head_pose(pts, turned.shape[:2])
+    mirror = np.ascontiguousarray(turned[:, ::-1])
+    mpose = head_pose(_points(detector, mirror), mirror.shape[:2])
+    assert pose.yaw < -15 and mpose.yaw > 15  # mirrored: the other way, about as far
+    assert abs(pose.yaw + mpose.yaw) < 10
+    assert np.sign(nose_offset(pts)) == np.sign(pose.yaw)
+    frontal = load_image(str(IDENTITY / "obama-720p.jpg"))
+    assert abs(head_pose(_points(detector, frontal), frontal.shape[:2]).yaw) < 10
+
+
+def test_head_challenge_rules():
+    left = HeadChallenge("TURN_LEFT", deadline_ms=1000)
+    left.ask(0, HeadPose(5, 0, 0))
+    for t, yaw in [(100, 6), (200, 14), (300, 27), (400, 30)]:
+        left.observe(t, None, HeadPose(yaw, 0, 0))
+    assert left.state.passed and left.result().passed and left.result().score >= 0.5
+
+    wrong = HeadChallenge("TURN_LEFT", deadline_ms=3000)
+    wrong.ask(0, HeadPose(0, 0, 0))
+    # Within the reaction time, turning on the other way only moves the start...
+    for t, yaw in [(100, -5), (200, -10), (300, -12)]:
+        wrong.observe(t, None, HeadPose(yaw, 0, 0))
+    assert not wrong.state.done
+    # ...after it, turning the wrong way fails at once.
+    for t, yaw in [(800, -25), (900, -34), (1000, -36)]:
+        wrong.observe(t, None, HeadPose(yaw, 0, 0))
+    assert wrong.state.failed and "turned right when asked to turn left" in wrong.result().reason
+
+    spike = HeadChallenge("TURN_RIGHT", deadline_ms=1000)  # one noisy frame moves nothing
+    spike.ask(0, HeadPose(0, 0, 0))
+    for t, yaw in [(100, 0), (200, -40), (300, 1), (400, 0)]:
+        spike.observe(t, None, HeadPose(yaw, 0, 0))
+    assert not spike.state.done
+    spike.observe(1200, None, HeadPose(0, 0, 0))
+    assert spike.state.failed and "not answered in time" in spike.result().reason
+
+    up = make_challenge("LOOK_UP", 1000)
+    up.ask(0, HeadPose(0, -8, 0))
+    for t, pitch in [(100, -2), (200, 4), (300, 6)]:
+        up.observe(t, None, HeadPose(0, pitch, 0))
+    assert up.state.passed
+    with pytest.raises(ValueError):
+        make_challenge("SMILE", 1000)
+
+
+def test_random_sequence():
+    asked = ("BLINK", "TURN_LEFT", "TURN_RIGHT", "LOOK_UP")
+    orders = {random_sequence(asked, 0, ()) for _ in range(60)}
+    assert all(sorted(o) == sorted(asked) for o in orders)
+    assert len(orders) > 5  # 24 orders possible: the server really shuffles
+    drawn = random_sequence((), 2, asked + ("BLINK", "SMILE"))
+    assert len(drawn) == 2 and len(set(drawn)) == 2 and set(drawn) <= set(asked)
+    assert random_sequence((), 0, asked) == ()
+
+
+def rgb_frames(path, every):
+    cap = cv2.VideoCapture(str(path))
+    i = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        if i % every == 0:
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        i += 1
+
+
+def _session_over_video(pipeline, order, every=2):
+    """Feed the live clip (its own timeline, 30 fps) to a session asking ``order``."""
+    session = pipeline.session(order, challenge_deadline_ms=5000)
+    fps = 30.0
+    for i, frame in enumerate(rgb_frames(APFOL_LIVE, every)):
+        a = pipeline.analyze(frame, i, i * every * 1000.0 / fps)
+        session.add(a)
+        session.next_prompt(a.timestamp_ms)
+        if session.challenges_done:
+            break
+    return session
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from facegate.liveness.pipeline import LivenessPipeline
+
+    return LivenessPipeline(spoof_cue_weights=None)  # challenges need only pose
+
+
+def test_video_passes_only_in_its_own_order(pipeline):
+    """The clip's person turns to their right first, then left. Asked in that order the
+    challenges pass; asked the other way round, the same frames fail, as a replay would."""
+    own = _session_over_video(pipeline, ("TURN_RIGHT", "TURN_LEFT"))
+    assert [c.state.passed for c in own.challenges] == [True, True]
+    other = _session_over_video(pipeline, ("TURN_LEFT", "TURN_RIGHT"))
+    assert other.challenge_failed
+    assert "turned right when asked to turn left" in other.challenges[0].result().reason
+
+
+def test_planarity_flat_picture_vs_moving_head(detector):
+    frames = list(rgb_frames(APFOL_LIVE, 5))[:24]
+    live = [p for p in (_maybe_points(detector, f) for f in frames) if p is not None]
+    ratio, pairs = parallax_ratio(live)
+    check = PlanarityCheck()
+    assert pairs >= 3 and ratio > check.threshold and check.result(live).passed
+
+    # The same person as a flat picture: the first frame swung about a vertical axis in
+    # front of the camera (homographies of a plane rotating by up to 35 degrees).
+    base = frames[0]
+    h, w = base.shape[:2]
+    flat = []
+    for deg in (0, 10, 20, 30, 35, 25, 15, 5, -10, -20):
+        f = w / np.tan(np.radians(30))
+        a = np.radians(deg)
+        k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+        r = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        t = np.array([0, 0, f])
+        n = np.array([0, 0, 1.0])
+        hmat = k @ (r + np.outer(t - r @ t, n) / f) @ np.linalg.inv(k)
+        warped = cv2.warpPerspective(base, hmat, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        p = _maybe_points(detector, warped)
+        if p is not None:
+            flat.append(p)
+    ratio_flat, pairs_flat = parallax_ratio(flat)
+    assert pairs_flat >= 2 and ratio_flat < check.threshold
+    res = check.result(flat)
+    assert res.applicable and not res.passed and "flat picture" in res.reason
+    assert not check.result(flat[:1]).applicable
+
+
+def _maybe_points(detector, rgb):
+    from facegate.liveness.blink import face_landmarks68
+
+    faces = detector.detect(rgb)
+    if not faces:
+        return None
+    marks = face_landmarks68(faces[0])
+    return points68(marks) if marks else None
