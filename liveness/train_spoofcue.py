@@ -268,6 +268,22 @@ def write_weights(model: SpoofCueNet, out: Path, cfg: CueConfig, gain: float, me
     return path
 
 
+# (regression, auxiliary, triplet, spoof hinge): ours, the published three alone, then each
+# of ours left out.
+ABLATION_GRID = ((5, 1, 5, 5), (5, 1, 5, 0), (0, 1, 5, 5), (5, 1, 0, 5), (5, 0, 5, 5))
+
+
+def collapsed_groups(lo: dict, floor: float = 0.005) -> list[str]:
+    """Held-out groups whose fold model drew (almost) no cue for either class."""
+    gain = lo["cue_gain"]
+    out = []
+    for g, (scores, labels) in lo["oof_scores"].items():
+        m, y = (1.0 - np.array(scores)) / gain, np.array(labels)
+        if all(np.median(m[y == c]) < floor for c in (0, 1) if (y == c).any()):
+            out.append(g)
+    return out
+
+
 def card_markdown(report: dict, cards: Path) -> str:
     """The spoof-cue model card, from its JSON and the baselines' cards beside it."""
     cfg = report.get("config", {})
@@ -283,8 +299,9 @@ def card_markdown(report: dict, cards: Path) -> str:
           f"ResNet-18-layout classifier on face + cue x{cfg.get('alpha_aux')}, batch-hard "
           f"triplet on the encoder's pooled features (margin {cfg.get('margin')}) "
           f"x{cfg.get('alpha_trip')}, and our addition, a spoof hinge "
-          f"max(0, {cfg.get('spoof_margin')} - mean|cue|) x{cfg.get('alpha_spoof')} (without "
-          "it the cue collapsed to zero for both classes here; see the ablation).", "",
+          f"max(0, {cfg.get('spoof_margin')} - mean|cue|) x{cfg.get('alpha_spoof')} (the "
+          "published three alone let the cue collapse to zero for both classes here; see the "
+          "ablation).", "",
           "Score = 1 - gain x mean|cue| (clipped to [0, 1]); live when >= **0.96**. The gain is "
           "calibrated on the leave-one-source-out scores below so that 0.96 is the threshold "
           "minimising the mean per-group ACER.", "",
@@ -301,6 +318,11 @@ def card_markdown(report: dict, cards: Path) -> str:
                f"At 0.96 with the calibrated gain: mean ACER **{lo['mean_acer_at_0.96']}**, "
                f"pooled EER {lo['pooled_eer']}.", ""]
         md += table(lo["at_0.96"], first="held-out group")
+        collapsed = collapsed_groups(lo)
+        if collapsed:
+            md += ["", f"Collapsed folds (median mean|cue| under 0.005 for live and spoof "
+                   f"alike: the generator drew no cue at all): {', '.join(collapsed)}. The "
+                   "hinge makes this rarer, not impossible: the recipe is not stable yet."]
         md += ["", f"Uncalibrated (gain 1, raw 1 - mean|cue|) at 0.96: mean ACER "
                f"{lo['raw_mean_acer_at_0.96']}.", ""]
         md += table(lo["raw_at_0.96"], ("n_live", "n_spoof", "apcer", "bpcer", "acer"),
@@ -325,7 +347,12 @@ def card_markdown(report: dict, cards: Path) -> str:
                "|---|---|---|---|"]
         md += [f"| {k} | {', '.join(v['groups'])} | {v['mean_acer_calibrated']} | "
                f"{v['pooled_eer']} |" for k, v in ab.items()]
-        md += [""]
+        groups = sorted({g for v in ab.values() for g in v["groups"]})
+        md += ["", f"Read with care: {len(groups)} held-out group(s) and 4 epochs per row, "
+               "where the full LOSO's per-group ACER spans 0 to 0.9, so one fold's differences "
+               "of 0.1 are within its noise. What holds: the published three losses alone "
+               "(spoof hinge 0) are the worst row; the shipped model keeps all four and was "
+               "not re-chosen on these rows (that would tune on the held-out fold).", ""]
     md += final_section(report.get("final"))
     md += ["", "Re-run: `python -m facegate.liveness.train_spoofcue loso` then "
            "`python -m facegate.liveness.train_spoofcue final` (ablation: `... ablate "
@@ -355,17 +382,18 @@ def main(argv: list[str] | None = None) -> None:
     report = json.loads(card.read_text()) if card.exists() else {}
     if args.protocol == "ablate":
         rows = report.setdefault("ablation", {})
-        # (regression, auxiliary, triplet, spoof hinge): ours, the published three alone,
-        # then each of ours left out.
-        for alphas in ((5, 1, 5, 5), (5, 1, 5, 0), (0, 1, 5, 5), (5, 1, 0, 5), (5, 0, 5, 5)):
+        # --alphas runs one row (the others in the card stay).
+        grid = (tuple(args.alphas),) if args.alphas else ABLATION_GRID
+        for alphas in grid:
             c = CueConfig(**{**asdict(cfg), "alpha_reg": alphas[0], "alpha_aux": alphas[1],
                              "alpha_trip": alphas[2], "alpha_spoof": alphas[3]})
             res = loso(sets, c, args.groups)
-            rows[" ".join(map(str, alphas))] = {
+            key = " ".join(f"{a:g}" for a in alphas)
+            rows[key] = {
                 "groups": res["groups"], "mean_acer_calibrated": res["mean_acer_at_0.96"],
                 "raw_mean_acer_at_0.96": res["raw_mean_acer_at_0.96"],
                 "pooled_eer": res["pooled_eer"]}
-            print(alphas, rows[" ".join(map(str, alphas))], flush=True)
+            print(key, rows[key], flush=True)
             card.write_text(json.dumps(report, indent=2) + "\n")
             card.with_suffix(".md").write_text(card_markdown(report, card.parent))
         return
