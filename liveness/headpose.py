@@ -152,25 +152,27 @@ class PlanarityCheck:
     """Landmark parallax over the stream: a flat face (print, screen held still while moved)
     scores low. Not applicable until the head moves out of plane in a few frame pairs.
 
-    The score is the parallax ratio itself; the threshold comes from
-    ``bench/planarity.py`` on NUAA's printed-photo clips (train list).
+    The score is the parallax ratio itself; the threshold 0.62 minimises ACER on NUAA's
+    printed-photo clips of the official train list (``bench/planarity.py``: test-list AUC
+    0.79, ACER 0.31 on small passive motion). The session makes it required when it asked
+    for a head movement, where the motion it needs is there by design; otherwise it is
+    reported.
     """
 
     name = "planarity"
 
-    def __init__(self, threshold: float = 0.45, required: bool = True) -> None:
+    def __init__(self, threshold: float = 0.62) -> None:
         self.threshold = threshold
-        self.required = required
 
-    def result(self, points: Sequence[np.ndarray]) -> CheckResult:
+    def result(self, points: Sequence[np.ndarray], required: bool = False) -> CheckResult:
         ratio, pairs = parallax_ratio(points)
         if pairs < MIN_MOVING_PAIRS:
             return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
-                               required=self.required,
+                               required=required,
                                reason="too little head movement to judge depth")
         score = float(np.clip(ratio, 0.0, 1.0))
         passed = score >= self.threshold
-        return CheckResult(self.name, score, self.threshold, passed, required=self.required,
+        return CheckResult(self.name, score, self.threshold, passed, required=required,
                            reason="" if passed else
                            f"landmarks move like a flat picture (parallax {score:.2f} < "
                            f"{self.threshold:.2f})")

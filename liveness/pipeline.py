@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from facegate.liveness.blink import BlinkCheck, eye_aspect_ratio, face_landmarks68
-from facegate.liveness.challenges import Challenge, make_challenge
+from facegate.liveness.challenges import Challenge, HeadChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
 from facegate.liveness.fusion import AllRequiredFusion, Fusion, weakest
@@ -247,6 +247,7 @@ class LivenessSession:
         if p.eyes is not None:
             checks.append(p.eyes.result(self.eyes))
         if p.planarity is not None:
-            checks.append(p.planarity.result(list(self.points)))
+            head_moves = any(isinstance(c, HeadChallenge) for c in self.challenges)
+            checks.append(p.planarity.result(list(self.points), required=head_moves))
         checks += [c.result() for c in self.challenges]
         return p.fusion.fuse(checks, self.frames_with_face)

@@ -145,6 +145,7 @@ def test_planarity_flat_picture_vs_moving_head(detector):
     ratio, pairs = parallax_ratio(live)
     check = PlanarityCheck()
     assert pairs >= 3 and ratio > check.threshold and check.result(live).passed
+    assert not check.result(live).required and check.result(live, required=True).required
 
     # The same person as a flat picture: the first frame swung about a vertical axis in
     # front of the camera (homographies of a plane rotating by up to 35 degrees).
@@ -165,8 +166,8 @@ def test_planarity_flat_picture_vs_moving_head(detector):
             flat.append(p)
     ratio_flat, pairs_flat = parallax_ratio(flat)
     assert pairs_flat >= 2 and ratio_flat < check.threshold
-    res = check.result(flat)
-    assert res.applicable and not res.passed and "flat picture" in res.reason
+    res = check.result(flat, required=True)
+    assert res.applicable and res.required and not res.passed and "flat picture" in res.reason
     assert not check.result(flat[:1]).applicable
 
 
