@@ -16,6 +16,7 @@ from facegate.liveness.types import CheckResult, Face
 # A dip this deep below the open-eye level counts as a blink (score 0.5 at the threshold).
 BLINK_DEPTH = 0.25
 MIN_FRAMES = 3
+BLINK_WINDOW = 10  # EAR samples the KNN judges at once
 
 
 def eye_aspect_ratio(eye: np.ndarray | Sequence[tuple[int, int]]) -> float:
@@ -52,18 +53,87 @@ def blink_depth(ears: Sequence[float]) -> float:
     return float(np.clip(1.0 - e[i] / open_level, 0.0, 1.0))
 
 
+def ear_windows(ears: Sequence[float | None], length: int = BLINK_WINDOW) -> np.ndarray:
+    """Every run of ``length`` consecutive EARs of a stream (frames without one dropped)."""
+    e = np.asarray([x for x in ears if x is not None], dtype=np.float64)
+    if e.size < length:
+        return np.empty((0, length))
+    return np.lib.stride_tricks.sliding_window_view(e, length).copy()
+
+
+def window_features(windows: np.ndarray) -> np.ndarray:
+    """EAR windows divided by each window's open-eye level (80th percentile): the KNN sees
+    the shape of a dip, not the size of the person's eyes or the camera's angle."""
+    w = np.asarray(windows, dtype=np.float64)
+    level = np.percentile(w, 80, axis=1, keepdims=True)
+    return w / np.maximum(level, 1e-6)
+
+
+class BlinkKNN:
+    """Blink or not from a window of 10 eye-aspect ratios: k nearest neighbours (scikit-learn,
+    distance-weighted) over :func:`window_features`. Trained by ``train_blink``; the weights
+    file holds the training windows and their labels."""
+
+    def __init__(self, windows: np.ndarray, labels: np.ndarray, k: int = 5) -> None:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        self.windows = np.asarray(windows, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.k = int(k)
+        self._knn = KNeighborsClassifier(n_neighbors=self.k, weights="distance")
+        self._knn.fit(window_features(self.windows), self.labels)
+
+    def predict_proba(self, windows: np.ndarray) -> np.ndarray:
+        """P(blink) of each (10,) EAR window."""
+        if len(windows) == 0:
+            return np.empty(0)
+        p = self._knn.predict_proba(window_features(windows))
+        return p[:, list(self._knn.classes_).index(1)] if 1 in self._knn.classes_ \
+            else np.zeros(len(windows))
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"windows": self.windows, "labels": self.labels.astype(np.int8),
+                "k": np.array([self.k], dtype=np.int64)}
+
+    @classmethod
+    def from_state(cls, s: dict[str, np.ndarray]) -> BlinkKNN:
+        return cls(s["windows"], s["labels"], int(s["k"][0]))
+
+    @classmethod
+    def load(cls, name: str = "blink_knn") -> tuple[BlinkKNN, float]:
+        """The registered model and its threshold (hash-verified safetensors)."""
+        from safetensors.numpy import load_file
+
+        from facegate.weights import verified_entry
+
+        e = verified_entry(name)
+        return cls.from_state(load_file(str(e.path))), float(e.threshold)
+
+
 class BlinkCheck:
-    """Passive blink evidence over the stream; required only when a blink challenge is asked."""
+    """Passive blink evidence over the stream; required only when a blink challenge is asked.
+
+    With a :class:`BlinkKNN` the score is the highest P(blink) over the stream's windows of
+    10 EARs; with no model, or fewer EARs than a window, the dip rule (:func:`blink_depth`).
+    """
 
     name = "blink"
-    threshold = 0.5
+
+    def __init__(self, knn: BlinkKNN | None = None, threshold: float = 0.5) -> None:
+        self.knn = knn
+        self.threshold = threshold
+
+    def score(self, ears: Sequence[float]) -> float:
+        if self.knn is not None and len(ears) >= BLINK_WINDOW:
+            return float(self.knn.predict_proba(ear_windows(ears)).max())
+        return float(np.clip(blink_depth(ears) / (2 * BLINK_DEPTH), 0.0, 1.0))
 
     def result(self, ears: Sequence[float | None], required: bool = False) -> CheckResult:
         valid = [e for e in ears if e is not None]
         if len(valid) < MIN_FRAMES:
             return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
                                required=required, reason="too few frames to see a blink")
-        score = float(np.clip(blink_depth(valid) / (2 * BLINK_DEPTH), 0.0, 1.0))
+        score = self.score(valid)
         passed = score >= self.threshold
         return CheckResult(self.name, score, self.threshold, passed, required=required,
                            reason="" if passed else "no blink seen")
