@@ -17,6 +17,15 @@ from facegate.liveness.types import Face
 # A face counts when MTCNN is at least this sure; below it crop sets yield hands and walls.
 MIN_DETECTION_SCORE = 0.90
 _ROTATIONS = (0, 1, 3, 2)  # try upright first, then 90 degrees either way, then upside down
+# Tracking: search a square this many times the previous face box, scaled so the face spans
+# about this many pixels (MTCNN's O-Net judges 48 x 48 crops; more pixels add cost, not skill),
+# with a pyramid that starts at faces of TRACK_MIN_FACE pixels and stricter proposal stages
+# (fewer candidates to crop). bench/pipeline_latency.py times it; tests/test_liveness.py
+# checks it finds the face a whole-frame search finds.
+TRACK_REGION = 1.6
+TRACK_FACE_PX = 80
+TRACK_MIN_FACE = 48
+TRACK_THRESHOLDS = (0.8, 0.8, 0.8)
 
 
 class FaceDetector:
@@ -44,6 +53,8 @@ class FaceDetector:
         self.equalize_retry = equalize_retry
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
+        self._track_mtcnn = MTCNN(keep_all=True, min_face_size=TRACK_MIN_FACE,
+                                  thresholds=list(TRACK_THRESHOLDS), device=device)
         # MTCNN's torch modules are not documented as re-entrant; detection is short.
         self._lock = threading.Lock()
 
@@ -61,6 +72,37 @@ class FaceDetector:
                 return faces
         return []
 
+    def detect_near(self, frame: np.ndarray, previous: Face) -> list[Face]:
+        """The face of the previous frame, searched for only around where it was.
+
+        MTCNN's cost grows with the pixels it scans: a square of ``TRACK_REGION`` times the
+        previous box, shrunk so the face spans about ``TRACK_FACE_PX`` pixels, is a few times
+        cheaper than the whole frame and finds the same face (``bench/pipeline_latency.py`` times
+        both). Same rotation as ``previous``; empty when the face left the region, so the
+        caller falls back to :meth:`detect`. Boxes and landmarks are in ``frame``'s pixels.
+        """
+        k = previous.rotation
+        image = np.ascontiguousarray(np.rot90(frame, k)) if k else frame
+        if image.shape != previous.frame.shape:
+            return []
+        h, w = image.shape[:2]
+        left, top, right, bottom = previous.box
+        side = max(right - left, bottom - top)
+        half = side * TRACK_REGION / 2
+        cx, cy = (left + right) / 2, (top + bottom) / 2
+        x0, y0 = max(int(cx - half), 0), max(int(cy - half), 0)
+        x1, y1 = min(int(cx + half), w), min(int(cy + half), h)
+        if x1 - x0 < 24 or y1 - y0 < 24:
+            return []
+        region = image[y0:y1, x0:x1]
+        scale = min(1.0, TRACK_FACE_PX / max(side, 1.0))
+        if scale < 1.0:
+            region = cv2.resize(region, (max(int((x1 - x0) * scale), 1),
+                                         max(int((y1 - y0) * scale), 1)),
+                                interpolation=cv2.INTER_AREA)
+        stretch = ((x1 - x0) / region.shape[1], (y1 - y0) / region.shape[0])
+        return self._faces(self._track_mtcnn, region, image, k, (x0, y0), stretch)[:1]
+
     def equalize(self, rgb: np.ndarray) -> np.ndarray:
         """CLAHE on the L channel of Lab: local contrast for under-exposed faces."""
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
@@ -69,15 +111,22 @@ class FaceDetector:
 
     def _detect_upright(self, image: np.ndarray, rotation: int,
                         search: np.ndarray | None = None) -> list[Face]:
+        return self._faces(self._mtcnn, image if search is None else search, image, rotation)
+
+    def _faces(self, mtcnn, search: np.ndarray, image: np.ndarray, rotation: int,
+               offset: tuple[float, float] = (0.0, 0.0),
+               stretch: tuple[float, float] = (1.0, 1.0)) -> list[Face]:
+        """Faces ``mtcnn`` finds in ``search``, largest first, in ``image``'s pixels:
+        ``search`` pixel (x, y) is ``image`` pixel (x * stretch + offset)."""
         with self._lock:
-            boxes, probs, points = self._mtcnn.detect(image if search is None else search,
-                                                      landmarks=True)
+            boxes, probs, points = mtcnn.detect(search, landmarks=True)
         if boxes is None:
             return []
+        off, st = np.asarray(offset, np.float64), np.asarray(stretch, np.float64)
         faces = [
             Face(
-                box=tuple(float(v) for v in box),
-                landmarks=np.asarray(pts, dtype=np.float32),
+                box=tuple(float(v) for v in (np.asarray(box).reshape(2, 2) * st + off).ravel()),
+                landmarks=(np.asarray(pts, dtype=np.float64) * st + off).astype(np.float32),
                 detection_score=float(p),
                 frame=image,
                 rotation=rotation,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facegate.liveness.blink import BlinkCheck, eye_aspect_ratio, face_landmarks68
+from facegate.liveness.blink import BlinkCheck, BlinkKNN, eye_aspect_ratio, face_landmarks68
 from facegate.liveness.challenges import Challenge, HeadChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
@@ -60,6 +60,7 @@ class FrameAnalysis:
     cue_score: float | None = None  # spoof-cue score, 1 - gain * mean|cue|
     points: np.ndarray | None = None  # (68, 2) landmarks of the judged face
     pose: HeadPose | None = None
+    tracked: bool = False  # found around the previous frame's face, not by a full search
 
     @property
     def face(self) -> Face | None:
@@ -104,6 +105,16 @@ class LivenessPipeline:
 
     ``window`` is how many of the latest face frames the per-frame scores (texture, IQA,
     spoof cue) are averaged over: the mean of the last 8 by default.
+
+    ``threads``: torch intra-op threads for each thread that analyses frames (None: torch's
+    default). Under OpenMP the count belongs to the calling thread, so every session sets it
+    on the thread that creates it (:meth:`bind_thread`). One thread per analysis, with
+    streams in parallel on the server's worker pool, was the fastest on 2 cores even for one
+    stream (``bench/pipeline_latency.py``): these models are too small to split.
+
+    ``redetect_every``: within a stream, a frame's face is searched for only around the
+    previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
+    again every this many frames, or whenever the face is lost; 1 searches every frame.
     """
 
     def __init__(
@@ -118,6 +129,9 @@ class LivenessPipeline:
         spoof_cue_weights: str | None = "spoofcue",
         spoof_cue_threshold: float | None = None,
         planarity_threshold: float | None = PlanarityCheck().threshold,
+        redetect_every: int = 10,
+        blink_weights: str | None = "blink_knn",
+        threads: int | None = 1,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations)
         self.texture = TextureCheck(texture_weights, texture_threshold)
@@ -127,14 +141,28 @@ class LivenessPipeline:
                           if spoof_cue_weights else None)
         self.planarity = (PlanarityCheck(planarity_threshold)
                           if planarity_threshold is not None else None)
-        self.blink = BlinkCheck()
+        self.blink = (BlinkCheck(*BlinkKNN.load(blink_weights)) if blink_weights
+                      else BlinkCheck())
         self.fusion = fusion or AllRequiredFusion()
         self.window = window
+        self.redetect_every = max(int(redetect_every), 1)
+        self.threads = threads
+        self.bind_thread()
+
+    def bind_thread(self) -> None:
+        """Give the calling thread ``threads`` torch intra-op threads (see the class doc)."""
+        import torch
+
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
-                landmarks: bool = True) -> FrameAnalysis:
-        """Detect and score one RGB uint8 frame."""
-        faces = tuple(self.detector.detect(frame))
+                landmarks: bool = True, previous: Face | None = None) -> FrameAnalysis:
+        """Detect and score one RGB uint8 frame; ``previous`` is a face to track."""
+        faces = tuple(self.detector.detect_near(frame, previous)) if previous else ()
+        tracked = bool(faces)
+        if not tracked:
+            faces = tuple(self.detector.detect(frame))
         face = faces[0] if faces else None
         texture = ear = eyes = iqa = cue = points = pose = None
         fused = None
@@ -157,7 +185,7 @@ class LivenessPipeline:
             fused = weakest(required)
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
                              quality_hints(face, len(faces), frame), eyes, iqa, fused, cue,
-                             points, pose)
+                             points, pose, tracked)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:
@@ -171,6 +199,7 @@ class LivenessSession:
 
     def __init__(self, pipeline: LivenessPipeline, challenges: Sequence[str] = (),
                  challenge_deadline_ms: int = 5000) -> None:
+        pipeline.bind_thread()  # sessions are made on the thread that will analyse
         self.pipeline = pipeline
         self.textures: deque[float] = deque(maxlen=pipeline.window)
         self.iqas: deque[float] = deque(maxlen=pipeline.window)
@@ -183,8 +212,19 @@ class LivenessSession:
         self.challenges: list[Challenge] = [
             make_challenge(c, challenge_deadline_ms) for c in challenges]
         self._asked = 0
+        self._last_face: Face | None = None
+        self._since_search = 0  # frames since the last full-frame search
+
+    def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
+                landmarks: bool = True) -> FrameAnalysis:
+        """:meth:`LivenessPipeline.analyze`, tracking this stream's face between frames."""
+        track = self._since_search + 1 < self.pipeline.redetect_every
+        return self.pipeline.analyze(frame, index, timestamp_ms, landmarks,
+                                     previous=self._last_face if track else None)
 
     def add(self, a: FrameAnalysis) -> None:
+        self._last_face = a.face
+        self._since_search = self._since_search + 1 if a.tracked else 0
         if a.face is None:
             return
         self.frames_with_face += 1

@@ -36,20 +36,20 @@ class RunningServer:
 
 def load_authenticator(settings: Settings):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
-    import torch
-
     from facegate.liveness.pipeline import LivenessPipeline
     from facegate.server.gallery import Gallery
     from facegate.server.sessions import Authenticator
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     pipeline = LivenessPipeline(settings.texture_weights, settings.texture_threshold,
                                 settings.detect_rotations, eye_weights=settings.eye_weights or None,
                                 iqa_weights=settings.iqa_weights or None,
                                 spoof_cue_weights=settings.spoof_cue_weights or None,
                                 spoof_cue_threshold=settings.spoof_cue_threshold,
                                 planarity_threshold=(settings.planarity_threshold
-                                                     if settings.planarity else None))
+                                                     if settings.planarity else None),
+                                redetect_every=settings.redetect_every,
+                                blink_weights=settings.blink_weights or None,
+                                threads=settings.torch_threads or None)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -206,7 +206,7 @@ class AuthSession:
     def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0) -> list[Event]:
         """Analyse one frame; returns the events it causes (no decision, no limits)."""
         now = self._now_ms(timestamp_ms)
-        a = self.auth.pipeline.analyze(frame, self.frames_received, now)
+        a = self.liveness.analyze(frame, self.frames_received, now)
         self.frames_received += 1
         self.liveness.add(a)
         if a.face is not None and self.best.k:

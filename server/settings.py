@@ -19,6 +19,9 @@ class Settings:
     port: int = 50051
     db: str = "facegate.db"
     workers: int = 16
+    # torch intra-op threads per analysing thread (0: torch's default); streams run in
+    # parallel on the worker pool. 1 was fastest on 2 cores (bench/pipeline_latency.py).
+    torch_threads: int = 1
     # Input limits.
     max_frame_bytes: int = 8 * 1024 * 1024
     max_frame_pixels: int = 4096 * 4096
@@ -31,6 +34,7 @@ class Settings:
     texture_weights: str = "livenessnet"
     texture_threshold: float | None = None  # None: the registry's calibrated threshold
     eye_weights: str = "eyenet"  # "" turns the both-eyes-closed rule off
+    blink_weights: str = "blink_knn"  # "" judges passive blinks by the EAR-dip rule
     iqa_weights: str = "iqa_lda"  # "" turns the image-quality check off
     spoof_cue_weights: str = "spoofcue"  # "" turns the spoof-cue generator off
     spoof_cue_threshold: float | None = None  # None: the registry's (0.96)
@@ -43,6 +47,9 @@ class Settings:
     random_challenges: int = 0
     challenge_pool: str = "BLINK,TURN_LEFT,TURN_RIGHT,LOOK_UP"
     detect_rotations: bool = True
+    # Within a stream the face is tracked (searched for near where it was) and the whole frame
+    # searched every this many frames; 1 searches every frame (bench/pipeline_latency.py).
+    redetect_every: int = 10
     enroll_frames: int = 5
     allow_unverified_enrollment: bool = False
 

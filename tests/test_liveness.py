@@ -97,3 +97,68 @@ def test_training_smoke(tmp_path):
     assert path.exists() and p.shape == (4,) and np.all((p >= 0) & (p <= 1))
     delta = json.loads((tmp_path / "registry.json").read_text())["smoke"]["metrics"]
     assert 0 <= delta["fp16_max_abs_score_delta"] < 0.05
+
+
+def test_tracking_finds_the_face_near_where_it_was(detector):
+    """Tracked frames find the same face as a whole-frame search, at a fraction of the pixels."""
+    from facegate.client.media import video_frames
+    from facegate.server.frames import FrameLimits, decode_encoded
+
+    limits = FrameLimits(10**8, 10**8)
+    frames = [decode_encoded(f.encoded, limits)
+              for f in video_frames(VIDEOS / "hm_apfol" / "live" / "real2.webm",
+                                    max_frames=12, every=3)]
+    previous = detector.detect(frames[0])[0]
+    for rgb in frames[1:]:
+        full = detector.detect(rgb)[0]
+        near = detector.detect_near(rgb, previous)
+        assert len(near) == 1 and near[0].frame is rgb
+        a, b = np.array(full.box), np.array(near[0].box)
+        assert np.abs(a - b).max() < 0.08 * full.width, (a, b)
+        assert np.abs(full.landmarks - near[0].landmarks).max() < 0.06 * full.width
+        previous = near[0]
+    # A face that left the searched square is not invented: the caller searches again.
+    blank = np.full_like(frames[0], 90)
+    assert detector.detect_near(blank, previous) == []
+    assert detector.detect_near(frames[0][:200], previous) == []  # another frame size
+
+
+def test_session_searches_the_whole_frame_every_n_frames():
+    from facegate.client.media import video_frames
+    from facegate.liveness.pipeline import LivenessPipeline
+    from facegate.server.frames import FrameLimits, decode_encoded
+
+    pipe = LivenessPipeline(spoof_cue_weights=None, iqa_weights=None, eye_weights=None,
+                            redetect_every=4)
+    session = pipe.session()
+    limits = FrameLimits(10**8, 10**8)
+    tracked = []
+    for i, f in enumerate(video_frames(VIDEOS / "hm_apfol" / "live" / "real2.webm",
+                                       max_frames=9, every=3)):
+        a = session.analyze(decode_encoded(f.encoded, limits), i)
+        session.add(a)
+        assert a.face is not None
+        tracked.append(a.tracked)
+    assert tracked == [False, True, True, True, False, True, True, True, False]
+
+
+def test_sessions_set_torch_threads_on_their_own_thread():
+    """Under OpenMP the thread count is per thread: a session made on a worker thread (as the
+    server's handlers are) must still analyse with the pipeline's count."""
+    import threading
+
+    from facegate.liveness.pipeline import LivenessPipeline
+
+    pipe = LivenessPipeline(spoof_cue_weights=None, iqa_weights=None, eye_weights=None,
+                            threads=1)
+    seen = []
+
+    def worker():
+        torch.set_num_threads(2)  # whatever the thread had before
+        pipe.session()
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1]
