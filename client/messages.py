@@ -45,6 +45,7 @@ class Decision:
     match_threshold: float | None = None
     frames_received: int = 0
     frames_with_face: int = 0
+    frames_skipped: int = 0
     session_id: str = ""
     elapsed_ms: float = 0.0
     events: tuple[Any, ...] = field(default=(), repr=False, compare=False)
@@ -111,12 +112,13 @@ def _mode(mode: str) -> int:
 
 def session_config(mode: str = "identify", claim: str | None = None,
                    challenges: Iterable[str] = (), client_id: str = "", device_id: str = "",
-                   max_frames: int = 0) -> pb.SessionConfig:
+                   max_frames: int = 0, realtime: bool = False) -> pb.SessionConfig:
     if claim and mode.lower() == "identify":
         mode = "verify"
     return pb.SessionConfig(mode=_mode(mode), claimed_subject_id=claim or "",
                             challenges=[pb.Challenge.Value(c.upper()) for c in challenges],
-                            client_id=client_id, device_id=device_id, max_frames=max_frames)
+                            client_id=client_id, device_id=device_id, max_frames=max_frames,
+                            realtime=realtime)
 
 
 def auth_requests(config: pb.SessionConfig, frames: Iterable[FrameLike]
@@ -147,7 +149,8 @@ def decision(msg: pb.Decision, events: tuple = ()) -> Decision:
         similarity=msg.match.similarity if has_match else None,
         match_threshold=msg.match.threshold if has_match else None,
         frames_received=msg.frames_received, frames_with_face=msg.frames_with_face,
-        session_id=msg.session_id, elapsed_ms=msg.elapsed_ms, events=events)
+        frames_skipped=msg.frames_skipped, session_id=msg.session_id,
+        elapsed_ms=msg.elapsed_ms, events=events)
 
 
 def subject(msg: pb.Subject) -> Subject:

@@ -22,7 +22,7 @@ def session_config(msg: pb.SessionConfig) -> S.SessionConfig:
             raise InvalidInput(f"unknown challenge value {c}", "config.challenges")
         challenges.append(pb.Challenge.Name(c))
     return S.SessionConfig(mode, msg.claimed_subject_id, tuple(challenges), msg.client_id,
-                           msg.device_id, msg.max_frames)
+                           msg.device_id, msg.max_frames, msg.realtime)
 
 
 def enroll_config(msg: pb.EnrollConfig) -> S.EnrollConfig:
@@ -79,7 +79,8 @@ def prompt(p: S.ChallengePrompt) -> pb.ChallengePrompt:
 def decision(d: S.Decision) -> pb.Decision:
     msg = pb.Decision(outcome=pb.Outcome.Value(d.outcome), live=d.live, reasons=list(d.reasons),
                       matched=d.matched, frames_received=d.frames_received,
-                      frames_with_face=d.frames_with_face, session_id=d.session_id,
+                      frames_with_face=d.frames_with_face,
+                      frames_skipped=d.frames_skipped, session_id=d.session_id,
                       elapsed_ms=d.elapsed_ms)
     if d.liveness is not None:
         msg.liveness_score = d.liveness.score

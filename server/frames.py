@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cv2
 import numpy as np
 
 from facegate.server.errors import InvalidInput
 
+T = TypeVar("T")
 CHANNELS = {"RGB8": 3, "BGR8": 3, "GRAY8": 1}
 
 
@@ -59,3 +64,53 @@ def decode_raw(pixels: bytes, width: int, height: int, fmt: str, limits: FrameLi
         return cv2.cvtColor(arr.reshape(height, width), cv2.COLOR_GRAY2RGB)
     arr = arr.reshape(height, width, 3)
     return np.ascontiguousarray(arr[:, :, ::-1]) if fmt == "BGR8" else arr.copy()
+
+
+class FrameQueue(Generic[T]):
+    """A client stream read on its own thread into at most ``capacity`` waiting items.
+
+    For realtime (camera) sessions: when the analysis falls behind the camera, the oldest
+    waiting frame is dropped and counted in :attr:`skipped`, so the next frame judged is a
+    recent one and a stream never holds more than ``capacity`` undecoded frames. Iterating
+    yields the kept items in order and re-raises, after them, what the source raised.
+    """
+
+    def __init__(self, source: Iterator[T], capacity: int = 2) -> None:
+        self.capacity = max(int(capacity), 1)
+        self.skipped = 0
+        self._items: deque[T] = deque()
+        self._done = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(source,), daemon=True,
+                                        name="facegate-frame-reader")
+        self._reader.start()
+
+    def _read(self, source: Iterator[T]) -> None:
+        try:
+            for item in source:
+                with self._cond:
+                    if len(self._items) >= self.capacity:
+                        self._items.popleft()
+                        self.skipped += 1
+                    self._items.append(item)
+                    self._cond.notify()
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            with self._cond:
+                while not self._items and not self._done:
+                    self._cond.wait()
+                if self._items:
+                    item = self._items.popleft()
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            yield item

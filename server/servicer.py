@@ -16,7 +16,7 @@ from facegate.client.v1 import facegate_pb2 as pb
 from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
 from facegate.server import converters as C
 from facegate.server.errors import InvalidInput, MissingConfig, NotReady, TooMuchInput, status_of
-from facegate.server.frames import FrameLimits
+from facegate.server.frames import FrameLimits, FrameQueue
 from facegate.server.sessions import MAX_ENROLL_FRAMES, Authenticator
 
 log = logging.getLogger("facegate.server")
@@ -108,12 +108,18 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             config, frames = _config_then_frames(request_iterator, "AuthRequest",
                                                  "SessionConfig")
             session = auth.start(C.session_config(config))
-            for frame in frames:
+            queue = (FrameQueue(frames, auth.settings.frame_queue)
+                     if session.config.realtime else None)
+            for frame in frames if queue is None else queue:
+                if queue is not None:
+                    session.frames_skipped = queue.skipped
                 image = C.frame_image(frame, self.limits, "frame")
                 for ev in session.on_frame(image, float(frame.timestamp_ms)):
                     yield C.event(ev)
                 if session.done:
                     return
+            if queue is not None:
+                session.frames_skipped = queue.skipped
             yield C.event(session.finish())
         finally:
             watchdog.cancel()

@@ -38,6 +38,7 @@ class SessionConfig:
     client_id: str = ""
     device_id: str = ""
     max_frames: int = 0
+    realtime: bool = False  # skip frames the analysis has no time for (see FrameQueue)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Decision:
     frames_with_face: int
     session_id: str
     elapsed_ms: float
+    frames_skipped: int = 0
 
     @property
     def matched(self) -> bool:
@@ -187,6 +189,7 @@ class AuthSession:
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
         self.best = _BestFaces(template_frames)
         self.frames_received = 0
+        self.frames_skipped = 0  # set by the transport in realtime sessions
         self.decision: Decision | None = None
         self._t0 = time.monotonic()
         self._timeline0: float | None = None
@@ -276,5 +279,6 @@ class AuthSession:
                            f"{match.threshold:.3f}",)
         self.decision = Decision(
             outcome, live, result, match, tuple(reasons), self.frames_received,
-            lv.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0)
+            lv.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,
+            self.frames_skipped)
         return self.decision

@@ -26,6 +26,9 @@ class Settings:
     max_frame_bytes: int = 8 * 1024 * 1024
     max_frame_pixels: int = 4096 * 4096
     max_frames: int = 300
+    # Realtime (camera) sessions keep at most this many frames waiting for analysis; older
+    # ones are skipped and counted (Decision.frames_skipped).
+    frame_queue: int = 2
     session_timeout_s: float = 30.0
     # Decision policy.
     decision_frames: int = 8

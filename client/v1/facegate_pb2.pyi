@@ -116,20 +116,22 @@ class Frame(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("mode", "claimed_subject_id", "challenges", "client_id", "device_id", "max_frames")
+    __slots__ = ("mode", "claimed_subject_id", "challenges", "client_id", "device_id", "max_frames", "realtime")
     MODE_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CHALLENGES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    REALTIME_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     claimed_subject_id: str
     challenges: _containers.RepeatedScalarFieldContainer[Challenge]
     client_id: str
     device_id: str
     max_frames: int
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., claimed_subject_id: _Optional[str] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., max_frames: _Optional[int] = ...) -> None: ...
+    realtime: bool
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., claimed_subject_id: _Optional[str] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., max_frames: _Optional[int] = ..., realtime: _Optional[bool] = ...) -> None: ...
 
 class AuthRequest(_message.Message):
     __slots__ = ("config", "frame")
@@ -216,7 +218,7 @@ class Match(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., display_name: _Optional[str] = ..., similarity: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("outcome", "live", "liveness_score", "liveness_threshold", "checks", "reasons", "spoof_cue_score", "match", "matched", "frames_received", "frames_with_face", "session_id", "elapsed_ms")
+    __slots__ = ("outcome", "live", "liveness_score", "liveness_threshold", "checks", "reasons", "spoof_cue_score", "match", "matched", "frames_received", "frames_with_face", "session_id", "elapsed_ms", "frames_skipped")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +232,7 @@ class Decision(_message.Message):
     FRAMES_WITH_FACE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     live: bool
     liveness_score: float
@@ -243,7 +246,8 @@ class Decision(_message.Message):
     frames_with_face: int
     session_id: str
     elapsed_ms: float
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., liveness_threshold: _Optional[float] = ..., checks: _Optional[_Iterable[_Union[CheckScore, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., spoof_cue_score: _Optional[float] = ..., match: _Optional[_Union[Match, _Mapping]] = ..., matched: _Optional[bool] = ..., frames_received: _Optional[int] = ..., frames_with_face: _Optional[int] = ..., session_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    frames_skipped: int
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., liveness_threshold: _Optional[float] = ..., checks: _Optional[_Iterable[_Union[CheckScore, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., spoof_cue_score: _Optional[float] = ..., match: _Optional[_Union[Match, _Mapping]] = ..., matched: _Optional[bool] = ..., frames_received: _Optional[int] = ..., frames_with_face: _Optional[int] = ..., session_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ..., frames_skipped: _Optional[int] = ...) -> None: ...
 
 class AuthResponse(_message.Message):
     __slots__ = ("progress", "challenge", "decision")
