@@ -117,23 +117,30 @@ def mscn_stats(x: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def _prepare(rgb_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The crop resized to 64 px once: float RGB, its unrounded gray (for the measures) and
-    its rounded 8-bit gray (for the NIQE-like statistics; the fitted model expects both)."""
-    small = cv2.resize(rgb_crop, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA)
+def _prepare(rgb_crop: np.ndarray, size: int | None = IQA_SIZE
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop resized to ``size`` px once (None: as it is): float RGB, its unrounded gray
+    (for the measures) and its rounded 8-bit gray (for the NIQE-like statistics; the fitted
+    model expects both)."""
+    small = (rgb_crop if size is None else
+             cv2.resize(rgb_crop, (size, size), interpolation=cv2.INTER_AREA))
     gray = cv2.cvtColor(small.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)
     gray8 = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float64)
     return small.astype(np.float64), gray, gray8
 
 
-def quality_features(rgb_crop: np.ndarray) -> np.ndarray:
-    """The measures of one RGB uint8 face crop (resized to 64 px); niqe_like left as 0."""
-    rgb, x, _ = _prepare(rgb_crop)
+def quality_features(rgb_crop: np.ndarray, size: int | None = IQA_SIZE) -> np.ndarray:
+    """The measures of one RGB uint8 image resized to ``size`` px; niqe_like left as 0.
+
+    The model is trained on 64 px face crops; ``size=None`` measures the image as it is, the
+    way the published method did (whole frames; ``bench/pipeline_latency.py`` times both).
+    """
+    rgb, x, _ = _prepare(rgb_crop, size)
     return _features(rgb, x)
 
 
 def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The measures of a prepared crop: float RGB and unrounded gray, 64 px."""
+    """The measures of a prepared image: float RGB and unrounded gray."""
     y = _blur(x)
     e = x - y
     n = x.size
@@ -178,8 +185,9 @@ def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
     rred = float(np.abs(_block_entropy(x) - _block_entropy(y)).mean())
     jqi = _jqi(x)
     mag = np.abs(np.fft.fftshift(fx))
-    yy, xx = np.mgrid[:IQA_SIZE, :IQA_SIZE] - IQA_SIZE / 2
-    low = np.hypot(xx, yy) <= 0.15 * IQA_SIZE
+    h, w = x.shape
+    yy, xx = np.mgrid[:h, :w]
+    low = np.hypot(xx - w / 2, yy - h / 2) <= 0.15 * min(h, w)
     hlfi = float((mag[low].sum() - mag[~low].sum()) / (mag.sum() + _EPS))
     biqi_like = float(mscn_stats(x)[1])  # excess kurtosis of the MSCN coefficients
     return np.array([mse, psnr, snr, sc, md, ad, nae, ramd, lmse, nxc, mams, mas, ted, tcd,
