@@ -295,3 +295,13 @@ def test_silent_client_is_cut_off_after_the_session_timeout(tmp_path):
     finally:
         gone.set()
         running.stop(0)
+
+
+def test_realtime_stream_errors_name_the_field(stub):
+    """The realtime reader thread hands bad input to the handler: same status, same field."""
+    cfg = pb.AuthRequest(config=pb.SessionConfig(mode=pb.LIVENESS_ONLY, realtime=True))
+    code, msg = _code(lambda: _auth_stream(stub, cfg, cfg))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith("requests[1].config")
+    code, msg = _code(lambda: _auth_stream(stub, cfg, pb.AuthRequest(
+        frame=pb.Frame(encoded=b"this is not an image"))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith("frame.encoded:")
