@@ -16,6 +16,7 @@ import torch
 
 from facegate.liveness.detect import eye_crops
 from facegate.liveness.resnet import SmallResNet
+from facegate.liveness.runtime import inference_module
 from facegate.liveness.texture import standardise
 from facegate.liveness.types import CheckResult, Face
 
@@ -34,7 +35,8 @@ def build_eyenet(**kwargs) -> SmallResNet:
 class EyeStateCheck:
     name = "eye_state"
 
-    def __init__(self, weights: str = "eyenet", registry: Path | None = None) -> None:
+    def __init__(self, weights: str = "eyenet", registry: Path | None = None,
+                 runtime: str = "onnx") -> None:
         from facegate.weights import REGISTRY_PATH, load_state_dict
 
         state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
@@ -46,9 +48,9 @@ class EyeStateCheck:
         # Measured on live faces at gate-like sizes, the rule rejects too many squinting
         # people to decide alone (registry: metrics.live_faces_both_closed): reported only.
         self.required = bool(entry.extra.get("required", False))
-        self.model = build_eyenet()
-        self.model.load_state_dict(state)
-        self.model.eval()
+        model = build_eyenet()
+        model.load_state_dict(state)
+        self.model = inference_module(model, torch.zeros(1, 1, EYE_SIZE, EYE_SIZE), runtime)
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """P(open) for (N, 24, 24) uint8 gray eye crops."""

@@ -112,6 +112,9 @@ class LivenessPipeline:
     streams in parallel on the server's worker pool, was the fastest on 2 cores even for one
     stream (``bench/pipeline_latency.py``): these models are too small to split.
 
+    ``runtime``: "onnx" runs the CNNs with ONNX Runtime, "torch" with eager torch (same
+    weights, same outputs within float rounding; see :mod:`facegate.liveness.runtime`).
+
     ``redetect_every``: within a stream, a frame's face is searched for only around the
     previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
     again every this many frames, or whenever the face is lost; 1 searches every frame.
@@ -132,12 +135,14 @@ class LivenessPipeline:
         redetect_every: int = 10,
         blink_weights: str | None = "blink_knn",
         threads: int | None = 1,
+        runtime: str = "onnx",
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations)
-        self.texture = TextureCheck(texture_weights, texture_threshold)
-        self.eyes = EyeStateCheck(eye_weights) if eye_weights else None
+        self.texture = TextureCheck(texture_weights, texture_threshold, runtime=runtime)
+        self.eyes = EyeStateCheck(eye_weights, runtime=runtime) if eye_weights else None
         self.iqa = IQACheck(iqa_weights) if iqa_weights else None
-        self.spoof_cue = (SpoofCueCheck(spoof_cue_weights, spoof_cue_threshold)
+        self.spoof_cue = (SpoofCueCheck(spoof_cue_weights, spoof_cue_threshold,
+                                        runtime=runtime)
                           if spoof_cue_weights else None)
         self.planarity = (PlanarityCheck(planarity_threshold)
                           if planarity_threshold is not None else None)

@@ -28,6 +28,7 @@ from torchvision.models.resnet import BasicBlock
 
 from facegate.liveness.detect import face_crop
 from facegate.liveness.resnet import SmallResNet
+from facegate.liveness.runtime import inference_module
 from facegate.liveness.texture import to_tensor
 from facegate.liveness.types import CheckResult, Face, mean_score_result
 
@@ -124,7 +125,7 @@ class SpoofCueCheck:
     name = "spoof_cue"
 
     def __init__(self, weights: str = "spoofcue", threshold: float | None = None,
-                 registry: Path | None = None) -> None:
+                 registry: Path | None = None, runtime: str = "onnx") -> None:
         from facegate.weights import REGISTRY_PATH, load_state_dict
 
         state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
@@ -133,10 +134,11 @@ class SpoofCueCheck:
         self.gain = float(entry.extra.get("cue_gain", 1.0))
         self.threshold = float(entry.threshold if threshold is None else threshold)
         width = int(entry.extra.get("arch_kwargs", {}).get("width", 16))
-        self.generator = SpoofCueGenerator(width)
+        generator = SpoofCueGenerator(width)
         # Only the generator ships: the auxiliary classifier is a training device.
-        self.generator.load_state_dict(state)
-        self.generator.eval()
+        generator.load_state_dict(state)
+        self.generator = inference_module(
+            generator, torch.zeros(1, 3, self.input_size, self.input_size), runtime)
 
     def crop(self, face: Face) -> np.ndarray:
         return face_crop(face, 112)

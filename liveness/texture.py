@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from facegate.liveness.detect import face_crop
+from facegate.liveness.runtime import inference_module
 from facegate.liveness.types import CheckResult, Face, mean_score_result
 
 MEAN, STD = 0.5, 0.5
@@ -87,7 +88,8 @@ class TextureCheck:
     name = "texture_cnn"
 
     def __init__(self, weights: str = "livenessnet", threshold: float | None = None,
-                 registry: Path | None = None, name: str | None = None) -> None:
+                 registry: Path | None = None, name: str | None = None,
+                 runtime: str = "onnx") -> None:
         from facegate.weights import REGISTRY_PATH, load_state_dict
 
         state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
@@ -98,10 +100,11 @@ class TextureCheck:
         self.norm = entry.preprocessing.get("norm", "global")
         self.threshold = float(entry.threshold if threshold is None else threshold)
         kwargs = entry.extra.get("arch_kwargs", {})
-        self.model = build_texture_model(entry.extra.get("arch", "livenessnet"), self.input_size,
-                                         **kwargs)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        model = build_texture_model(entry.extra.get("arch", "livenessnet"), self.input_size,
+                                    **kwargs)
+        model.load_state_dict(state)
+        self.model = inference_module(
+            model, torch.zeros(1, 3, self.input_size, self.input_size), runtime)
 
     def crop(self, face: Face) -> np.ndarray:
         # Crops are cached at 112 px for training, then resized down: serve the same way.

@@ -49,7 +49,8 @@ def load_authenticator(settings: Settings):
                                                      if settings.planarity else None),
                                 redetect_every=settings.redetect_every,
                                 blink_weights=settings.blink_weights or None,
-                                threads=settings.torch_threads or None)
+                                threads=settings.torch_threads or None,
+                                runtime=settings.runtime)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -22,6 +22,9 @@ class Settings:
     # torch intra-op threads per analysing thread (0: torch's default); streams run in
     # parallel on the worker pool. 1 was fastest on 2 cores (bench/pipeline_latency.py).
     torch_threads: int = 1
+    # Where the CNNs run: "onnx" (ONNX Runtime, exported from the same weights at start-up)
+    # or "torch" (eager). bench/pipeline_latency.py times both.
+    runtime: str = "onnx"
     # Input limits.
     max_frame_bytes: int = 8 * 1024 * 1024
     max_frame_pixels: int = 4096 * 4096

@@ -162,3 +162,26 @@ def test_sessions_set_torch_threads_on_their_own_thread():
     t.start()
     t.join()
     assert seen == [1]
+
+
+def test_onnx_runtime_matches_eager_torch(detector):
+    """The served runtime (ONNX Runtime, exported at load) scores real faces as torch does."""
+    from facegate.liveness.eyes import EyeStateCheck
+    from facegate.liveness.runtime import inference_module
+    from facegate.liveness.spoofcue import SpoofCueCheck
+    from facegate.liveness.texture import TextureCheck
+
+    faces = [detector.detect(load_image(str(IDENTITY / name)))[0]
+             for name in ("obama.jpg", "biden.jpg")]
+    faces.append(detector.detect(load_image(str(VIDEOS.parent / "pad" / "nuaa" / "spoof" /
+                                                "0001" / "0001_00_00_01_0.jpg")))[0])
+    for make in (TextureCheck, EyeStateCheck, SpoofCueCheck):
+        onnx, eager = make(runtime="onnx"), make(runtime="torch")
+        for face in faces:
+            a = np.asarray(onnx.open_probs(face) if make is EyeStateCheck
+                           else onnx.score_face(face))
+            b = np.asarray(eager.open_probs(face) if make is EyeStateCheck
+                           else eager.score_face(face))
+            assert np.allclose(a, b, atol=1e-4), (make.__name__, a, b)
+    with pytest.raises(ValueError, match="runtime"):
+        inference_module(torch.nn.Identity(), torch.zeros(1), "tensorrt")
