@@ -1,6 +1,6 @@
 """Per-stage and per-frame latency of the default pipeline against a baseline path (CPU).
 
-    python bench/pipeline_latency.py [--frames 40]  # -> bench/results/pipeline_latency.{json,md}
+    python bench/pipeline_latency.py [--frames 80]  # -> bench/results/pipeline_latency.{json,md}
 
 Real frames at two sizes: the hm_apfol live clip (640x480) and the hm_lestari15 live clip
 (1080x720) reflect-padded to 1280x720, both sent as JPEG as a client would.
@@ -16,6 +16,7 @@ runs them:
   the whole frame searched every ``redetect_every`` frames) + every default check, one torch
   thread (the server's ``torch_threads``).
 - ``served_2_threads``: the same with two torch intra-op threads.
+- ``served_eager_torch``: the same with the CNNs on eager torch instead of ONNX Runtime.
 - ``searched``: as ``served``, but the whole frame searched on every frame.
 - ``baseline``: built the straightforward way the published designs did it: every model at
   its published input size, every frame, nothing reused: MTCNN on the whole frame; a
@@ -132,11 +133,13 @@ def percentiles(v: list[float]) -> dict:
             "p95": round(float(np.percentile(v, 95)), 1), "n": len(v)}
 
 
-def measure(pipe: LivenessPipeline, baseline: BaselinePath, encoded: list[bytes]) -> dict:
+def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselinePath,
+            encoded: list[bytes]) -> dict:
     stages: dict[str, list[float]] = {k: [] for k in (
         "decode", "detect_whole_frame", "detect_tracked", "texture", "iqa", "eye_state",
         "spoof_cue", "landmarks_ear_pose", "fusion_window", "encode_template")}
-    paths: dict[str, list[float]] = {"served": [], "served_2_threads": [], "searched": [],
+    paths: dict[str, list[float]] = {"served": [], "served_2_threads": [],
+                                     "served_eager_torch": [], "searched": [],
                                      "baseline": [], "baseline_1_thread": []}
     torch.set_num_threads(BASELINE_THREADS)
     for e in encoded[:3]:  # warm-up
@@ -165,7 +168,8 @@ def measure(pipe: LivenessPipeline, baseline: BaselinePath, encoded: list[bytes]
             stages["landmarks_ear_pose"].append(timed(landmarks_ear_pose, face)[1])
             stages["encode_template"].append(timed(face_template, face)[1])
 
-    def stream_pass(threads: int, key: str, searched: bool = False) -> None:
+    def stream_pass(threads: int, key: str, searched: bool = False,
+                    pipe: LivenessPipeline = pipe) -> None:
         """One pass over the frames as one stream (a thread count changes between passes
         only: switching it per frame rebuilds OpenMP's team and pollutes the timing)."""
         torch.set_num_threads(threads)
@@ -185,6 +189,7 @@ def measure(pipe: LivenessPipeline, baseline: BaselinePath, encoded: list[bytes]
 
     stream_pass(pipe.threads or 1, "served")
     stream_pass(2, "served_2_threads")
+    stream_pass(pipe.threads or 1, "served_eager_torch", pipe=eager)
     stream_pass(pipe.threads or 1, "searched", searched=True)
     for threads, key in ((BASELINE_THREADS, "baseline"), (1, "baseline_1_thread")):
         torch.set_num_threads(threads)
@@ -257,7 +262,8 @@ def markdown(result: dict) -> list[str]:
           "the stream's analysis with the face tracked (whole frame searched every "
           f"{result['redetect_every']} frames) + every default check (spoof cue, texture, IQA, "
           f"eye state, landmarks/EAR/pose), {result['torch_threads']} torch thread(s); "
-          "`served_2_threads` = the same on 2 torch threads; `searched` = the whole frame "
+          f"CNNs on {result['runtime']}; `served_2_threads` = the same on 2 torch threads; "
+          "`served_eager_torch` = the CNNs on eager torch; `searched` = the whole frame "
           "searched on every frame; `baseline` = published input sizes, every frame, nothing "
           f"reused, on {result['baseline_torch_threads']} torch threads and on 1 (see the "
           "script's docstring). Stages are timed one by one on the served thread setting.", ""]
@@ -288,22 +294,23 @@ def markdown(result: dict) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--sessions", type=int, default=5)
     args = ap.parse_args()
     settings = Settings(db=":memory:")
     pipe = load_authenticator(settings).pipeline
+    eager = load_authenticator(settings.replace(runtime="torch")).pipeline
     baseline = BaselinePath(pipe)
     result: dict = {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                     "torch_threads": pipe.threads, "baseline_torch_threads": BASELINE_THREADS,
                     "frames": args.frames,
-                    "redetect_every": pipe.redetect_every,
+                    "redetect_every": pipe.redetect_every, "runtime": settings.runtime,
                     "target_per_frame_ms_p50_640x480": TARGET_FRAME_MS, "sizes": {}}
     encoded = {}
     for size, (name, pad) in CLIPS.items():
         encoded[size] = jpeg_frames(name, pad, args.frames)
         with ThreadPoolExecutor(1) as worker:  # as the server: off the main thread
-            r = worker.submit(measure, pipe, baseline, encoded[size]).result()
+            r = worker.submit(measure, pipe, eager, baseline, encoded[size]).result()
         result["sizes"][size] = {"clip": f"videos/{name}", **r}
         print(size, json.dumps(r["per_frame_ms"]), flush=True)
     result["grpc_640x480"] = grpc_sessions(encoded["640x480"], args.sessions)
