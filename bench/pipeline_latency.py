@@ -5,9 +5,11 @@
 Real frames at two sizes: the hm_apfol live clip (640x480) and the hm_lestari15 live clip
 (1080x720) reflect-padded to 1280x720, both sent as JPEG as a client would.
 
-Stages: JPEG decode, MTCNN on the whole frame, MTCNN around the previous frame's face
-(tracking), texture CNN, image-quality measures + LDA, eye-state CNN, spoof-cue generator,
-68-point landmarks + EAR + head pose, fusion of a window, 128-d encoding (runs once per
+Stages: JPEG decode, MTCNN on the whole frame, tracking the previous frame's face (as served:
+O-Net alone on its box, else MTCNN on the region around it; and each of the two alone; the
+clips are upright, so the frame is the detector's image), texture CNN, image-quality measures
++ LDA, eye-state CNN, spoof-cue generator, 68-point landmarks + EAR + head pose, fusion of a
+window, 128-d encoding (runs once per
 decision on 3 frames, not per frame).
 
 Per frame, four paths over the same frames in the same run, on a worker thread as the server
@@ -136,7 +138,8 @@ def percentiles(v: list[float]) -> dict:
 def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselinePath,
             encoded: list[bytes]) -> dict:
     stages: dict[str, list[float]] = {k: [] for k in (
-        "decode", "detect_whole_frame", "detect_tracked", "texture", "iqa", "eye_state",
+        "decode", "detect_whole_frame", "detect_tracked", "detect_onet_refine",
+        "detect_region", "texture", "iqa", "eye_state",
         "spoof_cue", "landmarks_ear_pose", "fusion_window", "encode_template")}
     paths: dict[str, list[float]] = {"served": [], "served_2_threads": [],
                                      "served_eager_torch": [], "searched": [],
@@ -155,6 +158,9 @@ def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselineP
         stages["detect_whole_frame"].append(ms)
         if previous is not None:
             stages["detect_tracked"].append(timed(pipe.detector.detect_near, rgb, previous)[1])
+            stages["detect_onet_refine"].append(timed(pipe.detector.refine, rgb, previous)[1])
+            stages["detect_region"].append(
+                timed(pipe.detector.detect_region, rgb, previous)[1])
         previous = faces[0] if faces else None
         if faces:
             face = faces[0]

@@ -111,6 +111,7 @@ def test_tracking_finds_the_face_near_where_it_was(detector):
     previous = detector.detect(frames[0])[0]
     for rgb in frames[1:]:
         full = detector.detect(rgb)[0]
+        assert len(detector.refine(rgb, previous)) == 1  # O-Net alone kept the face
         near = detector.detect_near(rgb, previous)
         assert len(near) == 1 and near[0].frame is rgb
         a, b = np.array(full.box), np.array(near[0].box)
@@ -119,6 +120,7 @@ def test_tracking_finds_the_face_near_where_it_was(detector):
         previous = near[0]
     # A face that left the searched square is not invented: the caller searches again.
     blank = np.full_like(frames[0], 90)
+    assert detector.refine(blank, previous) == []
     assert detector.detect_near(blank, previous) == []
     assert detector.detect_near(frames[0][:200], previous) == []  # another frame size
 
