@@ -76,7 +76,7 @@ class FaceDetector:
         """The face of the previous frame, searched for only around where it was.
 
         First MTCNN's last stage alone (:meth:`refine`): O-Net on the previous face's square
-        re-reads box, landmarks and score in about a millisecond while the face moves less
+        re-reads box, landmarks and score in a few milliseconds while the face moves less
         than O-Net corrects. Then, MTCNN whole on a square of ``TRACK_REGION`` times the
         previous box, shrunk so the face spans about ``TRACK_FACE_PX`` pixels: a few times
         cheaper than the whole frame (``bench/pipeline_latency.py`` times each). Same rotation
@@ -92,12 +92,9 @@ class FaceDetector:
     def detect_region(self, image: np.ndarray, previous: Face) -> list[Face]:
         """MTCNN whole, on the square of ``TRACK_REGION`` times ``previous``'s box in
         ``image`` (already turned upright), the face scaled to about ``TRACK_FACE_PX``."""
-        k = previous.rotation
         h, w = image.shape[:2]
-        left, top, right, bottom = previous.box
-        side = max(right - left, bottom - top)
+        cx, cy, side = _square(previous.box)
         half = side * TRACK_REGION / 2
-        cx, cy = (left + right) / 2, (top + bottom) / 2
         x0, y0 = max(int(cx - half), 0), max(int(cy - half), 0)
         x1, y1 = min(int(cx + half), w), min(int(cy + half), h)
         if x1 - x0 < 24 or y1 - y0 < 24:
@@ -109,7 +106,8 @@ class FaceDetector:
                                          max(int((y1 - y0) * scale), 1)),
                                 interpolation=cv2.INTER_AREA)
         stretch = ((x1 - x0) / region.shape[1], (y1 - y0) / region.shape[0])
-        return self._faces(self._track_mtcnn, region, image, k, (x0, y0), stretch)[:1]
+        return self._faces(self._track_mtcnn, region, image, previous.rotation, (x0, y0),
+                           stretch)[:1]
 
     def refine(self, image: np.ndarray, previous: Face) -> list[Face]:
         """O-Net on the square around ``previous``'s box in ``image`` (already turned upright),
@@ -118,9 +116,7 @@ class FaceDetector:
         import torch.nn.functional as F
 
         h, w = image.shape[:2]
-        left, top, right, bottom = previous.box
-        side = max(right - left, bottom - top)
-        cx, cy = (left + right) / 2, (top + bottom) / 2
+        cx, cy, side = _square(previous.box)
         box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
         # MTCNN's crop: 1-based, clipped to the image, no padding.
         x, y = max(int(box[0]), 1), max(int(box[1]), 1)
@@ -178,6 +174,12 @@ class FaceDetector:
         return faces
 
 
+def _square(box: Sequence[float]) -> tuple[float, float, float]:
+    """Centre and side of the square around a (left, top, right, bottom) box."""
+    left, top, right, bottom = box
+    return (left + right) / 2, (top + bottom) / 2, max(right - left, bottom - top)
+
+
 def crop_square(image: np.ndarray, center: Sequence[float] | np.ndarray, side: float,
                 size: int) -> np.ndarray:
     """A square of ``side`` pixels around ``center`` resized to ``size``; edges replicated."""
@@ -195,9 +197,8 @@ def crop_square(image: np.ndarray, center: Sequence[float] | np.ndarray, side: f
 
 def face_crop(face: Face, size: int, scale: float = 1.0) -> np.ndarray:
     """A ``size`` x ``size`` RGB crop of ``scale`` times the detector box's longer side."""
-    left, top, right, bottom = face.box
-    side = max(right - left, bottom - top) * scale
-    return crop_square(face.frame, ((left + right) / 2, (top + bottom) / 2), side, size)
+    cx, cy, side = _square(face.box)
+    return crop_square(face.frame, (cx, cy), side * scale, size)
 
 
 def eye_crops(face: Face, size: int = 24, scale: float = 0.6) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ module to ONNX in memory when the process starts and runs it with ONNX Runtime o
 intra-op thread (streams run in parallel on the server's worker pool; an ONNX Runtime
 session may be run from several threads at once). On these small networks the per-call
 overhead of eager torch dominates: ONNX Runtime runs the eye-state CNN and the spoof-cue
-U-Net several times faster (``bench/pipeline_latency.py``) with outputs equal to eager torch
+U-Net two to three times faster (``bench/pipeline_latency.py``) with outputs equal to eager torch
 within float rounding (``tests/test_liveness.py``).
 """
 

@@ -78,7 +78,7 @@ class FrameQueue(Generic[T]):
     def __init__(self, source: Iterator[T], capacity: int = 2) -> None:
         self.capacity = max(int(capacity), 1)
         self.skipped = 0
-        self._items: deque[T] = deque()
+        self._items: deque[T] = deque(maxlen=self.capacity)  # appending drops the oldest
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -90,9 +90,7 @@ class FrameQueue(Generic[T]):
         try:
             for item in source:
                 with self._cond:
-                    if len(self._items) >= self.capacity:
-                        self._items.popleft()
-                        self.skipped += 1
+                    self.skipped += len(self._items) == self.capacity
                     self._items.append(item)
                     self._cond.notify()
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
