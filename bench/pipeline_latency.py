@@ -51,10 +51,10 @@ import numpy as np
 import torch
 
 from facegate.client.media import video_frames
-from facegate.liveness.blink import eye_aspect_ratio, face_landmarks68
+from facegate.liveness.blink import eye_aspect_ratio, face_points68
 from facegate.liveness.data import default_data_root
 from facegate.liveness.detect import face_crop
-from facegate.liveness.headpose import head_pose, points68
+from facegate.liveness.headpose import head_pose
 from facegate.liveness.iqa import quality_features
 from facegate.liveness.pipeline import LivenessPipeline
 from facegate.liveness.spoofcue import SpoofCueGenerator
@@ -97,7 +97,7 @@ def jpeg_frames(name: str, size: tuple[int, int] | None, n: int) -> list[bytes]:
 
 def landmarks_ear_pose(face):
     """What the pipeline does with the 68 landmarks of a face: EAR and head pose."""
-    pts = points68(face_landmarks68(face))
+    pts = face_points68(face)
     ear = (eye_aspect_ratio(pts[36:42]) + eye_aspect_ratio(pts[42:48])) / 2
     return ear, head_pose(pts, face.frame.shape[:2])
 

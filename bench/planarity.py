@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from facegate.liveness import data as D
-from facegate.liveness.blink import face_landmarks68
+from facegate.liveness.blink import face_points68
 from facegate.liveness.detect import FaceDetector, load_image
-from facegate.liveness.headpose import MIN_MOVING_PAIRS, parallax_ratio, points68
+from facegate.liveness.headpose import MIN_MOVING_PAIRS, parallax_ratio
 from facegate.liveness.metrics import apcer_bpcer, auc
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -33,8 +33,7 @@ def landmarks(detector: FaceDetector, rgb: np.ndarray) -> np.ndarray | None:
     faces = detector.detect(rgb)
     if not faces:
         return None
-    marks = face_landmarks68(faces[0])
-    return points68(marks) if marks is not None else None
+    return face_points68(faces[0])
 
 
 def nuaa_clips(frames: int) -> dict[tuple[str, int, str], list[Path]]:

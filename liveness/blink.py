@@ -27,12 +27,19 @@ def eye_aspect_ratio(eye: np.ndarray | Sequence[tuple[int, int]]) -> float:
     return float(vertical / horizontal) if horizontal > 0 else 0.0
 
 
-def face_landmarks68(face: Face) -> dict[str, list[tuple[int, int]]] | None:
-    """face_recognition's 68-point landmarks inside the detector's box, or None."""
-    import face_recognition
+def face_points68(face: Face) -> np.ndarray:
+    """face_recognition's 68 landmarks inside the detector's box, (68, 2) in dlib's order.
 
-    marks = face_recognition.face_landmarks(face.frame, face_locations=[face.location()])
-    return marks[0] if marks else None
+    face_recognition's own 68-point predictor, called directly: ``face_landmarks`` returns
+    the same points as a dict of named features, and building and reordering that dict cost
+    as much as the prediction (a test checks the points are the same).
+    """
+    import dlib
+    from face_recognition.api import pose_predictor_68_point
+
+    top, right, bottom, left = face.location()
+    shape = pose_predictor_68_point(face.frame, dlib.rectangle(left, top, right, bottom))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
 def blink_depth(ears: Sequence[float]) -> float:

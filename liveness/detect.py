@@ -6,6 +6,7 @@ carry no label (see DATA.md's shortcuts).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -35,7 +36,8 @@ class FaceDetector:
     face is found: several crop sets hold sideways live faces and almost no sideways spoofs.
     ``equalize_retry`` retries an upright frame with no face after CLAHE on its luminance:
     a backlit face at a gate (dark face, bright window) is found then. The returned faces
-    keep the original pixels; only the search sees the equalised copy.
+    keep the original pixels; only the search sees the equalised copy. ``runtime`` is where
+    the tracking step's O-Net runs (see :mod:`facegate.liveness.runtime`).
     """
 
     def __init__(
@@ -45,8 +47,12 @@ class FaceDetector:
         try_rotations: bool = True,
         equalize_retry: bool = True,
         device: str = "cpu",
+        runtime: str = "torch",
     ) -> None:
+        import torch
         from facenet_pytorch import MTCNN  # weights ship inside the package
+
+        from facegate.liveness.runtime import inference_module
 
         self.min_score = min_score
         self.try_rotations = try_rotations
@@ -57,6 +63,10 @@ class FaceDetector:
                                   thresholds=list(TRACK_THRESHOLDS), device=device)
         # MTCNN's torch modules are not documented as re-entrant; detection is short.
         self._lock = threading.Lock()
+        # Tracking runs O-Net alone on every frame: on ONNX Runtime (``runtime="onnx"``) it
+        # takes a third of eager torch's time, and a session may be run from many threads.
+        self._onet = inference_module(self._mtcnn.onet, torch.zeros(1, 3, 48, 48), runtime)
+        self._onet_lock = self._lock if runtime == "torch" else contextlib.nullcontext()
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 (H, W, 3) frame, largest first; empty when none."""
@@ -126,8 +136,8 @@ class FaceDetector:
         crop = torch.from_numpy(np.ascontiguousarray(image[y - 1:ey, x - 1:ex]))
         crop = crop.permute(2, 0, 1).unsqueeze(0).float()
         crop = (F.interpolate(crop, size=(48, 48), mode="area") - 127.5) * 0.0078125
-        with self._lock, torch.inference_mode():
-            reg, points, prob = self._mtcnn.onet(crop)
+        with self._onet_lock, torch.inference_mode():
+            reg, points, prob = self._onet(crop)
         score = float(prob[0, 1])
         if score < self.min_score:
             return []

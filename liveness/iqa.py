@@ -22,6 +22,7 @@ features; its learned arrays are stored as safetensors, nothing is pickled.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -84,6 +85,16 @@ def _block_entropy(x: np.ndarray, b: int = 8) -> np.ndarray:
     return np.log(1 + var) * ent
 
 
+@functools.lru_cache(maxsize=8)
+def _low_frequencies(shape: tuple[int, int]) -> np.ndarray:
+    """The spectrum's low band (radius 0.15 of the side around DC) as a mask over fft2's
+    unshifted output (it is the centred disc of the fftshift-ed spectrum)."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    centred = np.hypot(xx - w / 2, yy - h / 2) <= 0.15 * min(h, w)
+    return np.fft.ifftshift(centred)
+
+
 def _jqi(x: np.ndarray) -> float:
     """Wang, Sheikh and Bovik's no-reference JPEG quality score (horizontal and vertical)."""
     def one_dir(img: np.ndarray) -> tuple[float, float, float]:
@@ -102,19 +113,27 @@ def _jqi(x: np.ndarray) -> float:
                  * (z + _EPS) ** 0.0064)
 
 
-def mscn_stats(x: np.ndarray) -> np.ndarray:
-    """Variance and excess kurtosis of MSCN coefficients and of their 4 neighbour products."""
+def _mscn(x: np.ndarray) -> np.ndarray:
+    """Mean-subtracted contrast-normalised coefficients (7x7 Gaussian window)."""
     mu = cv2.GaussianBlur(x, (7, 7), 7 / 6)
     sigma = np.sqrt(np.abs(cv2.GaussianBlur(x * x, (7, 7), 7 / 6) - mu * mu))
-    m = (x - mu) / (sigma + 1.0)
-    out = []
+    return (x - mu) / (sigma + 1.0)
+
+
+def _var_kurtosis(v: np.ndarray) -> tuple[float, float]:
+    """Variance (+ eps) and excess kurtosis of the values of ``v``."""
+    c = v.ravel() - v.mean()
+    c2 = c * c  # (c * c) ** 2, not c ** 4: pow is several times slower on float64
+    var = float(c2.mean()) + _EPS
+    return var, float((c2 * c2).mean() / var ** 2 - 3.0)
+
+
+def mscn_stats(x: np.ndarray) -> np.ndarray:
+    """Variance and excess kurtosis of MSCN coefficients and of their 4 neighbour products."""
+    m = _mscn(x)
     shifts = (m, m[:, :-1] * m[:, 1:], m[:-1, :] * m[1:, :], m[:-1, :-1] * m[1:, 1:],
               m[1:, :-1] * m[:-1, 1:])
-    for v in shifts:
-        v = v.ravel()
-        var = v.var() + _EPS
-        out += [var, float(((v - v.mean()) ** 4).mean() / var ** 2 - 3.0)]
-    return np.array(out)
+    return np.array([s for v in shifts for s in _var_kurtosis(v)])
 
 
 def _prepare(rgb_crop: np.ndarray, size: int | None = IQA_SIZE
@@ -148,19 +167,21 @@ def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
     psnr = 10 * np.log10(255.0 ** 2 / (mse + _EPS))
     snr = 10 * np.log10((x ** 2).sum() / (n * mse + _EPS))
     sc = (x ** 2).sum() / ((y ** 2).sum() + _EPS)
-    md = np.abs(e).max()
     ad = e.mean()
-    nae = np.abs(e).sum() / (np.abs(x).sum() + _EPS)
-    ramd = np.sort(np.abs(e).ravel())[-10:].mean()
+    abs_e = np.abs(e)
+    md = abs_e.max()
+    nae = abs_e.sum() / (np.abs(x).sum() + _EPS)
+    ramd = np.partition(abs_e.ravel(), -10)[-10:].mean()
     lx, ly = cv2.Laplacian(x, cv2.CV_64F), cv2.Laplacian(y, cv2.CV_64F)
     lmse = ((lx - ly) ** 2).sum() / ((lx ** 2).sum() + _EPS)
     nxc = (x * y).sum() / ((x ** 2).sum() + _EPS)
     # Angles between RGB vectors of I and its smoothed copy.
     ry = _blur(rgb)
-    dot = (rgb * ry).sum(axis=2)
-    norms = np.linalg.norm(rgb, axis=2) * np.linalg.norm(ry, axis=2) + _EPS
+    dot = np.einsum("ijk,ijk->ij", rgb, ry)
+    norms = np.sqrt(np.einsum("ijk,ijk->ij", rgb, rgb) * np.einsum("ijk,ijk->ij", ry, ry)) + _EPS
     alpha = 2 / np.pi * np.arccos(np.clip(dot / norms, -1, 1))
-    dist = np.linalg.norm(rgb - ry, axis=2) / (255 * 3 ** .5)
+    d = rgb - ry
+    dist = np.sqrt(np.einsum("ijk,ijk->ij", d, d)) / (255 * 3 ** .5)
     mams = float(np.mean(1 - (1 - alpha) * (1 - dist)))
     mas = float(1 - alpha.mean())
     ex = cv2.Canny(x.astype(np.uint8), 50, 150) > 0
@@ -174,7 +195,8 @@ def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
     cx, cy = corners(x), corners(y)
     tcd = abs(cx - cy) / max(cx, cy, 1)
     fx, fy = np.fft.fft2(x), np.fft.fft2(y)
-    sme = float(((np.abs(fx) - np.abs(fy)) ** 2).mean()) / n
+    mag = np.abs(fx)
+    sme = float(((mag - np.abs(fy)) ** 2).mean()) / n
     spe = float((np.abs(np.angle(fx) - np.angle(fy)) ** 2).mean())
     gx = cv2.Sobel(x, cv2.CV_64F, 1, 0) + 1j * cv2.Sobel(x, cv2.CV_64F, 0, 1)
     gy = cv2.Sobel(y, cv2.CV_64F, 1, 0) + 1j * cv2.Sobel(y, cv2.CV_64F, 0, 1)
@@ -184,12 +206,11 @@ def _features(rgb: np.ndarray, x: np.ndarray) -> np.ndarray:
     vif = _vif(x, y)
     rred = float(np.abs(_block_entropy(x) - _block_entropy(y)).mean())
     jqi = _jqi(x)
-    mag = np.abs(np.fft.fftshift(fx))
-    h, w = x.shape
-    yy, xx = np.mgrid[:h, :w]
-    low = np.hypot(xx - w / 2, yy - h / 2) <= 0.15 * min(h, w)
-    hlfi = float((mag[low].sum() - mag[~low].sum()) / (mag.sum() + _EPS))
-    biqi_like = float(mscn_stats(x)[1])  # excess kurtosis of the MSCN coefficients
+    low = _low_frequencies(x.shape)  # in fft2's unshifted layout
+    total = mag.sum()
+    low_sum = mag[low].sum()
+    hlfi = float((2 * low_sum - total) / (total + _EPS))
+    biqi_like = _var_kurtosis(_mscn(x))[1]  # excess kurtosis of the MSCN coefficients
     return np.array([mse, psnr, snr, sc, md, ad, nae, ramd, lmse, nxc, mams, mas, ted, tcd,
                      sme, spe, gme, gpe, ssim, vif, rred, jqi, hlfi, 0.0, biqi_like])
 

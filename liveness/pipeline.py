@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facegate.liveness.blink import BlinkCheck, BlinkKNN, eye_aspect_ratio, face_landmarks68
+from facegate.liveness.blink import BlinkCheck, BlinkKNN, eye_aspect_ratio, face_points68
 from facegate.liveness.challenges import Challenge, HeadChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
 from facegate.liveness.fusion import AllRequiredFusion, Fusion, weakest
-from facegate.liveness.headpose import HeadPose, PlanarityCheck, head_pose, points68, smoothed
+from facegate.liveness.headpose import HeadPose, PlanarityCheck, head_pose, smoothed
 from facegate.liveness.iqa import IQACheck
 from facegate.liveness.spoofcue import SpoofCueCheck
 from facegate.liveness.texture import TextureCheck
@@ -137,7 +137,7 @@ class LivenessPipeline:
         threads: int | None = 1,
         runtime: str = "onnx",
     ) -> None:
-        self.detector = FaceDetector(try_rotations=detect_rotations)
+        self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
         self.texture = TextureCheck(texture_weights, texture_threshold, runtime=runtime)
         self.eyes = EyeStateCheck(eye_weights, runtime=runtime) if eye_weights else None
         self.iqa = IQACheck(iqa_weights) if iqa_weights else None
@@ -174,11 +174,9 @@ class LivenessPipeline:
         if face is not None:
             texture = self.texture.score_face(face)
             if landmarks:
-                marks = face_landmarks68(face)
-                points = points68(marks) if marks is not None else None
-                if points is not None:
-                    ear = (eye_aspect_ratio(points[36:42]) + eye_aspect_ratio(points[42:48])) / 2
-                    pose = head_pose(points, frame.shape[:2])
+                points = face_points68(face)
+                ear = (eye_aspect_ratio(points[36:42]) + eye_aspect_ratio(points[42:48])) / 2
+                pose = head_pose(points, frame.shape[:2])
             eyes = self.eyes.open_probs(face) if self.eyes is not None else None
             iqa = self.iqa.score_face(face) if self.iqa is not None else None
             cue = self.spoof_cue.score_face(face) if self.spoof_cue is not None else None

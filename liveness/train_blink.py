@@ -43,9 +43,8 @@ from facegate.liveness.blink import (
     blink_depth,
     ear_windows,
     eye_aspect_ratio,
-    face_landmarks68,
+    face_points68,
 )
-from facegate.liveness.headpose import points68
 from facegate.liveness.metrics import auc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +57,7 @@ def frame_measures(rgb: np.ndarray, detector, eyes) -> tuple[float, float]:
     faces = detector.detect(rgb)
     if not faces:
         return float("nan"), float("nan")
-    marks = face_landmarks68(faces[0])
-    pts = points68(marks) if marks is not None else None
-    if pts is None:
-        return float("nan"), float("nan")
+    pts = face_points68(faces[0])
     ear = (eye_aspect_ratio(pts[36:42]) + eye_aspect_ratio(pts[42:48])) / 2
     return ear, max(eyes.open_probs(faces[0]))
 

@@ -30,11 +30,11 @@ def detector():
 
 
 def _points(detector, rgb):
-    from facegate.liveness.blink import face_landmarks68
+    from facegate.liveness.blink import face_points68
 
     faces = detector.detect(rgb)
     assert faces
-    return points68(face_landmarks68(faces[0]))
+    return face_points68(faces[0])
 
 
 def test_pose_of_frontal_and_mirrored_faces(detector):
@@ -50,6 +50,21 @@ def test_pose_of_frontal_and_mirrored_faces(detector):
     assert np.sign(nose_offset(pts)) == np.sign(pose.yaw)
     frontal = load_image(str(IDENTITY / "obama-720p.jpg"))
     assert abs(head_pose(_points(detector, frontal), frontal.shape[:2]).yaw) < 10
+
+
+def test_landmarks_are_face_recognitions(detector):
+    """The pipeline calls face_recognition's 68-point predictor directly; the points are the
+    ones face_recognition.face_landmarks names, in dlib's order."""
+    import face_recognition
+
+    from facegate.liveness.detect import load_image
+
+    rgb = load_image(str(IDENTITY / "obama2.jpg"))
+    face = detector.detect(rgb)[0]
+    named = face_recognition.face_landmarks(rgb, face_locations=[face.location()])[0]
+    ours = _points(detector, rgb)
+    assert ours.shape == (68, 2)
+    np.testing.assert_array_equal(ours, points68(named))
 
 
 def test_head_challenge_rules():
@@ -172,10 +187,7 @@ def test_planarity_flat_picture_vs_moving_head(detector):
 
 
 def _maybe_points(detector, rgb):
-    from facegate.liveness.blink import face_landmarks68
+    from facegate.liveness.blink import face_points68
 
     faces = detector.detect(rgb)
-    if not faces:
-        return None
-    marks = face_landmarks68(faces[0])
-    return points68(marks) if marks else None
+    return face_points68(faces[0]) if faces else None

@@ -185,5 +185,14 @@ def test_onnx_runtime_matches_eager_torch(detector):
             b = np.asarray(eager.open_probs(face) if make is EyeStateCheck
                            else eager.score_face(face))
             assert np.allclose(a, b, atol=1e-4), (make.__name__, a, b)
+    # The tracking step's O-Net: same box, landmarks and score on either runtime.
+    from facegate.liveness.detect import FaceDetector
+
+    onnx_detector = FaceDetector(runtime="onnx")
+    for face in faces:
+        (a,), (b,) = onnx_detector.refine(face.frame, face), detector.refine(face.frame, face)
+        assert np.allclose(a.box, b.box, atol=1e-2) and abs(a.detection_score -
+                                                           b.detection_score) < 1e-4
+        assert np.allclose(a.landmarks, b.landmarks, atol=1e-2)
     with pytest.raises(ValueError, match="runtime"):
         inference_module(torch.nn.Identity(), torch.zeros(1), "tensorrt")
