@@ -11,7 +11,8 @@ import dataclasses
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -87,21 +88,30 @@ class EnrollResult:
     reasons: tuple[str, ...]
 
 
-@dataclass
-class _BestFaces:
-    """The few best faces of a stream, by detection score times face size."""
+def _quality(face: Face) -> float:
+    return face.detection_score * min(face.width, face.height)
 
-    k: int
-    items: list[tuple[float, Face]] = field(default_factory=list)
+
+class _BestFaces:
+    """The faces recognition sees: the ``k`` best (detection score times face size) of the
+    last ``window`` face frames, the frames whose scores the liveness verdict averages.
+
+    The identity comes from frames that were judged live: a sharp printed face held up
+    first, then a live face for the judged frames, is matched as the live face, never as
+    the print. A decision is taken on the frame that answers the last challenge, so these
+    frames also show the person who answered it.
+    """
+
+    def __init__(self, k: int, window: int) -> None:
+        self.k = k
+        self.recent: deque[Face] = deque(maxlen=max(k, window))
 
     def add(self, face: Face) -> None:
-        self.items.append((face.detection_score * min(face.width, face.height), face))
-        self.items.sort(key=lambda t: t[0], reverse=True)
-        del self.items[self.k:]
+        self.recent.append(face)
 
     @property
     def faces(self) -> list[Face]:
-        return [f for _, f in self.items]
+        return sorted(self.recent, key=_quality, reverse=True)[:self.k]
 
 
 class Authenticator:
@@ -130,12 +140,13 @@ class Authenticator:
         order = random_sequence(config.challenges, self.settings.random_challenges, pool)
         return AuthSession(self, dataclasses.replace(config, challenges=order))
 
-    def match(self, mode: str, claimed: str, faces: list[Face]) -> MatchResult | None:
+    def template(self, faces: list[Face]) -> tuple[np.ndarray | None, int]:
+        """The mean template of ``faces`` (recognition: runs only on live sessions)."""
         with self._calls_lock:  # streams run on several threads
             self.match_calls += 1
-        template, _ = mean_template(faces)
-        if template is None:
-            return None
+        return mean_template(faces)
+
+    def match(self, mode: str, claimed: str, template: np.ndarray) -> MatchResult | None:
         if mode == "VERIFY":
             return self.gallery.verify(claimed, template)
         return self.gallery.identify(template)
@@ -168,7 +179,7 @@ class Authenticator:
             return EnrollResult("ENROLL_NO_FACE", None, decision, decision.reasons)
         if not config.skip_liveness and not decision.live:
             return EnrollResult("ENROLL_REJECTED_SPOOF", None, decision, decision.reasons)
-        template, n = mean_template(session.best.faces)
+        template, n = self.template(session.best.faces)
         if template is None:
             return EnrollResult("ENROLL_NO_FACE", None, decision, ("face could not be encoded",))
         subject = self.gallery.add(config.subject_id, config.display_name, template, n,
@@ -187,7 +198,7 @@ class AuthSession:
         self.session_id = secrets.token_hex(8)
         self.max_frames = min(config.max_frames or s.max_frames, s.max_frames)
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
-        self.best = _BestFaces(template_frames)
+        self.best = _BestFaces(template_frames, auth.pipeline.window)
         self.frames_received = 0
         self.frames_skipped = 0  # set by the transport in realtime sessions
         self.decision: Decision | None = None
@@ -261,8 +272,9 @@ class AuthSession:
         elif self.config.mode == "LIVENESS_ONLY":
             outcome = "ACCEPTED"
         else:
-            match = self.auth.match(self.config.mode, self.config.claimed_subject_id,
-                                    self.best.faces)
+            template, _ = self.auth.template(self.best.faces)
+            match = (self.auth.match(self.config.mode, self.config.claimed_subject_id, template)
+                     if template is not None else None)
             if match is None:
                 outcome = "REJECTED_UNKNOWN"
                 reasons = ("gallery is empty" if len(self.auth.gallery) == 0

@@ -58,6 +58,29 @@ def test_replayed_enrolment_is_refused(client):
     assert r.outcome == "ENROLL_REJECTED_SPOOF" and r.subject is None
 
 
+def test_template_comes_from_the_judged_frames(client, server):
+    """Liveness judges the last frames, so the template comes from them: a sharp photo of
+    someone else held up first, then a live person for the judged frames, enrols the live
+    person, not the photo."""
+    from facegate.client.v1 import facegate_pb2 as pb
+    from facegate.liveness.detect import load_image
+    from facegate.server.recognition import face_template
+
+    from .conftest import IDENTITY
+
+    photo = (IDENTITY / "obama.jpg").read_bytes()
+    live = list(video_frames(LESTARI_LIVE, max_frames=10, every=3))
+    frames = [pb.Frame(encoded=photo, timestamp_ms=1 + 100 * i) for i in range(3)]
+    frames += [pb.Frame(encoded=f.encoded, timestamp_ms=301 + 100 * i) for i, f in enumerate(live)]
+    r = client.enroll("swapped", frames)
+    assert r.enrolled and r.liveness.live, r
+    auth = server.servicer.auth
+    obama = face_template(auth.pipeline.detector.detect(load_image(str(IDENTITY / "obama.jpg")))[0])
+    assert not auth.gallery.verify("swapped", obama).matched
+    assert client.authenticate(live[2:], claim="swapped").outcome == "ACCEPTED"
+    client.delete_subject("swapped")
+
+
 def test_other_person_is_not_the_claimed_one(client, enrolled):
     d = client.authenticate(video_frames(LESTARI_LIVE, every=3), claim="apfol")
     assert d.outcome in ("REJECTED_CLAIM_MISMATCH", "REJECTED_SPOOF"), d

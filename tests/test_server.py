@@ -50,11 +50,21 @@ def test_enroll_identify_verify_with_photos(client, server):
     # Recognition itself, 1:N and 1:1, with liveness set aside through the domain object
     # (a news photo is not a live person; the liveness gate is tested with the videos).
     from facegate.liveness.detect import load_image
+    from facegate.server.sessions import _BestFaces
+
     auth = server.servicer.auth
-    faces = [auth.pipeline.detector.detect(load_image(str(OBAMA2)))[0]]
-    m = auth.match("IDENTIFY", "", faces)
-    assert m.subject.subject_id == "obama" and m.matched
-    assert not auth.match("VERIFY", "biden", faces).matched
+    obama2, biden = (auth.pipeline.detector.detect(load_image(str(p)))[0]
+                     for p in (OBAMA2, BIDEN))
+    template, n = auth.template([obama2])
+    m = auth.match("IDENTIFY", "", template)
+    assert n == 1 and m.subject.subject_id == "obama" and m.matched
+    assert not auth.match("VERIFY", "biden", template).matched
+    # Templates come from the last frames only (the ones liveness judges), however sharp
+    # the faces before them.
+    best = _BestFaces(2, window=3)
+    for face in (obama2, obama2, obama2, biden, biden, biden):
+        best.add(face)
+    assert len(best.faces) == 2 and all(f is biden for f in best.faces)
 
 
 def test_verify_unknown_claim_is_not_found(client):
