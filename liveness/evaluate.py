@@ -33,6 +33,7 @@ class Evaluation:
 
 
 DEFAULT_RULE = "default"  # the server's per-frame rule: spoof cue, texture CNN and IQA all pass
+FUSION_RULE = "fusion"  # the opt-in rule: spoof cue, and texture CNN + IQA fused
 
 
 def _iqa_scores(crops: np.ndarray, name: str = "iqa_lda") -> tuple[np.ndarray, float]:
@@ -67,16 +68,24 @@ def _model_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
 def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Scores of the found faces, their labels, and the model's own threshold.
 
-    ``model`` is a registry name (a texture CNN, ``iqa_lda`` or ``spoofcue``) or ``default``:
-    the server's rule, scored as the weakest check mapped so each threshold sits at 0.5.
+    ``model`` is a registry name (a texture CNN, ``iqa_lda`` or ``spoofcue``), ``default``
+    (the server's per-frame rule: spoof cue, texture CNN and IQA each at its own threshold)
+    or ``fusion`` (the spoof cue, and the fitted fusion of texture CNN and IQA); rules are
+    scored as the weakest part mapped so each threshold sits at 0.5.
     """
-    from facegate.liveness.fusion import FUSED_THRESHOLD, weakest
+    from facegate.liveness.fusion import FUSED_THRESHOLD, LearnedFusion, weakest
 
     crops, labels = cs.crops[cs.found], cs.labels[cs.found]
-    if model == DEFAULT_RULE:
-        parts = [_model_scores(crops, n) for n in ("spoofcue", "livenessnet", "iqa_lda")]
-        fused = np.array([weakest(zip(per_face, (t for _, t in parts)))
-                          for per_face in zip(*(s for s, _ in parts))])
+    if model in (DEFAULT_RULE, FUSION_RULE):
+        (cue, cue_t), (tex, tex_t), (iqa, iqa_t) = (
+            _model_scores(crops, n) for n in ("spoofcue", "livenessnet", "iqa_lda"))
+        if model == FUSION_RULE:
+            fusion = LearnedFusion.load(FUSION_RULE)
+            fused = np.array([fusion.frame_score({"texture_cnn": t, "iqa_lda": q}, [(c, cue_t)])
+                              for c, t, q in zip(cue, tex, iqa)])
+        else:
+            fused = np.array([weakest([(c, cue_t), (t, tex_t), (q, iqa_t)])
+                              for c, t, q in zip(cue, tex, iqa)])
         return fused, labels, FUSED_THRESHOLD
     scores, thr = _model_scores(crops, model)
     return scores, labels, thr

@@ -17,7 +17,7 @@ from facegate.liveness.blink import BlinkCheck, BlinkKNN, eye_aspect_ratio, face
 from facegate.liveness.challenges import Challenge, HeadChallenge, make_challenge
 from facegate.liveness.detect import FaceDetector, face_crop
 from facegate.liveness.eyes import EyeStateCheck
-from facegate.liveness.fusion import AllRequiredFusion, Fusion, weakest
+from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion, weakest
 from facegate.liveness.headpose import HeadPose, PlanarityCheck, head_pose, smoothed
 from facegate.liveness.iqa import IQACheck
 from facegate.liveness.spoofcue import SpoofCueCheck
@@ -118,6 +118,12 @@ class LivenessPipeline:
     ``redetect_every``: within a stream, a frame's face is searched for only around the
     previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
     again every this many frames, or whenever the face is lost; 1 searches every frame.
+
+    ``fusion_weights``: None (the default) requires every check at its own threshold
+    (:class:`~facegate.liveness.fusion.AllRequiredFusion`); a registry name (``"fusion"``)
+    fuses the texture CNN and IQA with the fitted
+    :class:`~facegate.liveness.fusion.LearnedFusion` instead, when it was fitted on the
+    texture and IQA models loaded here and no ``texture_threshold`` overrides theirs.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class LivenessPipeline:
         blink_weights: str | None = "blink_knn",
         threads: int | None = 1,
         runtime: str = "onnx",
+        fusion_weights: str | None = None,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
         self.texture = TextureCheck(texture_weights, texture_threshold, runtime=runtime)
@@ -148,11 +155,37 @@ class LivenessPipeline:
                           if planarity_threshold is not None else None)
         self.blink = (BlinkCheck(*BlinkKNN.load(blink_weights)) if blink_weights
                       else BlinkCheck())
-        self.fusion = fusion or AllRequiredFusion()
+        self.fusion = fusion or self._fusion(fusion_weights, texture_threshold)
         self.window = window
         self.redetect_every = max(int(redetect_every), 1)
         self.threads = threads
         self.bind_thread()
+
+    def _fusion(self, name: str | None, texture_threshold: float | None) -> Fusion:
+        """The fitted fusion when it was fitted on the texture and IQA models loaded here, at
+        their registry thresholds; else every required check at its own threshold."""
+        if not name or self.iqa is None or not self.iqa.required or texture_threshold is not None:
+            return AllRequiredFusion()
+        from facegate.weights import entry
+
+        fusion = LearnedFusion.load(name)
+        weights = entry(name).extra.get("input_weights", {})
+        loaded = {self.texture.name: (self.texture.entry.name, self.texture.threshold),
+                  self.iqa.name: (self.iqa.entry.name, self.iqa.threshold)}
+        fitted = {c: (weights.get(c), t) for c, t in fusion.inputs.items()}
+        return fusion if fitted == loaded else AllRequiredFusion()
+
+    def frame_score(self, texture: float, iqa: float | None, cue: float | None) -> float:
+        """One frame's scores fused as the decision fuses the window (live >= 0.5)."""
+        others = [(cue, self.spoof_cue.threshold)] if cue is not None and self.spoof_cue \
+            else []
+        if isinstance(self.fusion, LearnedFusion) and iqa is not None and self.iqa is not None:
+            return self.fusion.frame_score({self.texture.name: texture, self.iqa.name: iqa},
+                                           others)
+        required = [(texture, self.texture.threshold), *others]
+        if iqa is not None and self.iqa is not None and self.iqa.required:
+            required.append((iqa, self.iqa.threshold))
+        return weakest(required)
 
     def bind_thread(self) -> None:
         """Give the calling thread ``threads`` torch intra-op threads (see the class doc)."""
@@ -180,12 +213,7 @@ class LivenessPipeline:
             eyes = self.eyes.open_probs(face) if self.eyes is not None else None
             iqa = self.iqa.score_face(face) if self.iqa is not None else None
             cue = self.spoof_cue.score_face(face) if self.spoof_cue is not None else None
-            required = [(texture, self.texture.threshold)]
-            if iqa is not None and self.iqa is not None and self.iqa.required:
-                required.append((iqa, self.iqa.threshold))
-            if cue is not None and self.spoof_cue is not None:
-                required.append((cue, self.spoof_cue.threshold))
-            fused = weakest(required)
+            fused = self.frame_score(texture, iqa, cue)
         return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
                              quality_hints(face, len(faces), frame), eyes, iqa, fused, cue,
                              points, pose, tracked)

@@ -50,7 +50,8 @@ def load_authenticator(settings: Settings):
                                 redetect_every=settings.redetect_every,
                                 blink_weights=settings.blink_weights or None,
                                 threads=settings.torch_threads or None,
-                                runtime=settings.runtime)
+                                runtime=settings.runtime,
+                                fusion_weights=settings.fusion_weights or None)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -228,8 +228,8 @@ def parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="liveness metrics on a DIR/live + DIR/spoof folder")
     ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images")
     ev.add_argument("--model", default="default",
-                    help="'default' (the server's rule), livenessnet, iqa_lda, or another "
-                         "registry name")
+                    help="'default' (the server's rule), 'fusion' (the opt-in fitted fusion), "
+                         "livenessnet, iqa_lda, spoofcue, or another registry name")
     ev.add_argument("--threshold", type=float, default=None, help="default: the registry's")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--report", help="write ROC/DET PNGs and a markdown report here")

@@ -44,6 +44,10 @@ class Settings:
     iqa_weights: str = "iqa_lda"  # "" turns the image-quality check off
     spoof_cue_weights: str = "spoofcue"  # "" turns the spoof-cue generator off
     spoof_cue_threshold: float | None = None  # None: the registry's (0.96)
+    # "" (default): texture CNN and IQA each required at its own threshold. "fusion": the
+    # fitted fusion of the two instead (weights/cards/fusion.md: fewer live users rejected,
+    # more attacks accepted; it accepts the hm_lestari15 replay clip the default rejects).
+    fusion_weights: str = ""
     # Landmark-parallax check: judged when the head moves, required when a head challenge
     # was asked (bench/planarity.py measures the threshold).
     planarity: bool = True

@@ -140,6 +140,38 @@ def test_second_replay_is_rejected_by_image_quality(client):
     assert iqa.required and not iqa.passed
 
 
+def test_opt_in_fusion_trades_attacks_for_live_users(server):
+    """``fusion_weights="fusion"``: texture CNN and IQA fused by the fitted logistic (one
+    ``fusion`` check decides for both; the spoof cue still on its own). It rejects fewer live
+    users and accepts more attacks than the default: the hm_lestari15 replay, which the
+    default rejects on image quality, passes it (weights/cards/fusion.md)."""
+    from facegate.liveness.fusion import LearnedFusion
+    from facegate.liveness.pipeline import LivenessPipeline
+    from facegate.server.frames import FrameLimits, decode_encoded
+    from facegate.server.sessions import Authenticator, SessionConfig
+
+    auth = server.servicer.auth
+    assert not isinstance(auth.pipeline.fusion, LearnedFusion)  # the default
+    pipe = LivenessPipeline(fusion_weights="fusion")
+    assert isinstance(pipe.fusion, LearnedFusion)
+    fused = Authenticator(auth.settings, pipe, auth.gallery)
+    limits = FrameLimits(10**8, 10**8)
+    frames = [decode_encoded(f.encoded, limits) for f in
+              video_frames(VIDEOS / "hm_lestari15" / "spoof" / "fake.mp4", every=3)]
+    decisions = {}
+    for name, a in (("default", auth), ("fusion", fused)):
+        session = a.start(SessionConfig(mode="LIVENESS_ONLY"))
+        for f in frames:
+            session.on_frame(f)
+        decisions[name] = session.finish()
+    assert decisions["default"].outcome == "REJECTED_SPOOF"
+    checks = {c.name: c for c in decisions["fusion"].liveness.checks}
+    assert not checks["iqa_lda"].required and checks["fusion"].required
+    assert checks["spoof_cue"].required and checks["spoof_cue"].passed
+    # The measured weakness of the opt-in rule, kept visible: this replay passes it.
+    assert decisions["fusion"].live and checks["fusion"].passed
+
+
 def test_progress_scores_agree_with_the_decision(client, enrolled):
     d = client.authenticate(video_frames(APFOL_SPOOF, every=3), mode="liveness")
     frame_scores = [e.progress.frame_liveness_score for e in d.events

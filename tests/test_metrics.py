@@ -72,3 +72,42 @@ def test_all_required_fusion():
     ok = AllRequiredFusion().fuse([tex, CheckResult("iqa_lda", 0.5, 0.27, True), eye], 8)
     assert ok.live and ok.score >= 0.5  # a non-required failure does not decide
     assert not AllRequiredFusion().fuse([blink], 0).live
+
+
+def test_learned_fusion_decides_for_its_inputs_only():
+    import math
+
+    from facegate.liveness.fusion import LearnedFusion, calibrated
+    from facegate.liveness.types import CheckResult
+
+    # Margins of texture and IQA and the smaller one, weighted; live at 0.5.
+    f = LearnedFusion({"texture_cnn": 0.43, "iqa_lda": 0.27}, [0.5, 1.0, 1.0], 0.0, 0.5)
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
+    scores = {"texture_cnn": 0.30, "iqa_lda": 0.60}
+    zt, zq = logit(0.30) - logit(0.43), logit(0.60) - logit(0.27)
+    p = 1 / (1 + math.exp(-(0.5 * zt + zq + min(zt, zq))))
+    assert f.probability(scores) == pytest.approx(p) and p > 0.5
+    tex = CheckResult("texture_cnn", 0.30, 0.43, False, reason="texture")
+    iqa = CheckResult("iqa_lda", 0.60, 0.27, True)
+    cue = CheckResult("spoof_cue", 0.99, 0.96, True)
+    r = f.fuse([cue, tex, iqa], 8)
+    # The texture CNN alone would reject; fused with a confident IQA the face is live, and
+    # the texture check is still reported with its own verdict.
+    assert r.live and r.score == pytest.approx(calibrated(p, 0.5))
+    checks = {c.name: c for c in r.checks}
+    assert not checks["texture_cnn"].passed and not checks["texture_cnn"].required
+    assert checks["fusion"].passed and checks["fusion"].required
+    # Every other required check still has to pass on its own.
+    bad_cue = CheckResult("spoof_cue", 0.90, 0.96, False, reason="spoof cue")
+    r = f.fuse([bad_cue, tex, iqa], 8)
+    assert not r.live and r.reasons == ("spoof cue",)
+    low = f.fuse([cue, CheckResult("texture_cnn", 0.1, 0.43, False),
+                  CheckResult("iqa_lda", 0.1, 0.27, False)], 8)
+    assert not low.live and "look recaptured" in low.reasons[0]
+    # Without both inputs there is nothing to fuse: each required check on its own.
+    assert not f.fuse([cue, tex], 8).live
+    with pytest.raises(ValueError, match="coefficients"):
+        LearnedFusion({"texture_cnn": 0.43}, [1.0], 0.0, 0.5)
