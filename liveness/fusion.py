@@ -63,16 +63,18 @@ def _logit(p: float) -> float:
 
 class LearnedFusion:
     """P(live) = sigmoid(w . [margin_1, .., margin_n, min margin] + b) over the ``inputs``
-    checks (name -> own threshold), live at ``threshold``."""
+    checks (name -> own threshold), live at ``threshold``; ``input_weights``: the registry
+    weights each input check was fitted with."""
 
     name = "fusion"
     LABELS = {"texture_cnn": "texture", "iqa_lda": "image quality"}
 
     def __init__(self, inputs: Mapping[str, float], coef: Sequence[float], intercept: float,
-                 threshold: float) -> None:
+                 threshold: float, input_weights: Mapping[str, str] | None = None) -> None:
         if len(coef) != len(inputs) + 1:
             raise ValueError(f"{len(inputs)} inputs need {len(inputs) + 1} coefficients")
         self.inputs = dict(inputs)
+        self.input_weights = dict(input_weights or {})
         self.coef, self.intercept, self.threshold = list(coef), float(intercept), threshold
 
     @classmethod
@@ -83,7 +85,8 @@ class LearnedFusion:
         e = verified_entry(name, registry or REGISTRY_PATH)
         d = json.loads(e.path.read_text())["deployed"]
         return cls({k: float(v["threshold"]) for k, v in d["inputs"].items()}, d["coef"],
-                   d["intercept"], float(d["threshold"]))
+                   d["intercept"], float(d["threshold"]),
+                   {k: v["weights"] for k, v in d["inputs"].items()})
 
     def probability(self, scores: Mapping[str, float]) -> float:
         margins = [_logit(scores[c]) - _logit(t) for c, t in self.inputs.items()]

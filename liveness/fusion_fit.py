@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> None:
             "input_size": 0,
             "preprocessing": {"inputs": "each check's P(live), mean of the window's frames"},
             "threshold": deployed["threshold"],
-            "input_weights": {FUSED[c]: c for c in FUSED},
             "metrics": {k: deployed[k] for k in ("loso_mean_acer", "loso_mean_acer_nested",
                                                  "and_rule_loso_mean_acer")},
             "data": "the checks' out-of-fold (leave-one-source-out) scores in "

@@ -166,13 +166,10 @@ class LivenessPipeline:
         their registry thresholds; else every required check at its own threshold."""
         if not name or self.iqa is None or not self.iqa.required or texture_threshold is not None:
             return AllRequiredFusion()
-        from facegate.weights import entry
-
         fusion = LearnedFusion.load(name)
-        weights = entry(name).extra.get("input_weights", {})
         loaded = {self.texture.name: (self.texture.entry.name, self.texture.threshold),
                   self.iqa.name: (self.iqa.entry.name, self.iqa.threshold)}
-        fitted = {c: (weights.get(c), t) for c, t in fusion.inputs.items()}
+        fitted = {c: (fusion.input_weights.get(c), t) for c, t in fusion.inputs.items()}
         return fusion if fitted == loaded else AllRequiredFusion()
 
     def frame_score(self, texture: float, iqa: float | None, cue: float | None) -> float:
