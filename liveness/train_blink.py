@@ -266,7 +266,7 @@ blinks: this is evidence against a printed photo, not against a replay.
 def main(argv: list[str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    from facegate.weights import register, sha256_file
+    from facegate.weights import register_with_card, sha256_file
 
     ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_blink")
     ap.add_argument("--k", type=int, default=5)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     model = BlinkKNN(w["ears"], w["labels"], args.k)
     path = args.out / "blink_knn.safetensors"
     save_file({k: np.ascontiguousarray(v) for k, v in model.state().items()}, str(path))
-    register("blink_knn", {
+    register_with_card("blink_knn", {
         "file": path.name, "sha256": sha256_file(path),
         "architecture": f"KNN (scikit-learn, k={args.k}, distance-weighted) over windows of "
                         f"{BLINK_WINDOW} eye-aspect ratios divided by the window's 80th "
@@ -299,10 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "license": "Code MIT. Fitted on research data without a clear licence (NUAA, hobby "
                    "clips): research-grade.",
         "train_command": f"python -m facegate.liveness.train_blink --k {args.k}",
-    }, args.out / "registry.json")
-    e = json.loads((args.out / "registry.json").read_text())["blink_knn"]
-    (args.out / "cards").mkdir(exist_ok=True)
-    (args.out / "cards" / "blink_knn.md").write_text(card_markdown(e))
+    }, args.out, card_markdown)
     print("->", path, f"({path.stat().st_size} bytes)")
 
 

@@ -143,7 +143,7 @@ until eye crops at gate resolution train it; the fusion layer can weigh it.
 
 def main(argv: list[str] | None = None) -> None:
     from facegate.liveness.train_texture import write_safetensors
-    from facegate.weights import register, sha256_file
+    from facegate.weights import register_with_card, sha256_file
 
     ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_eyes")
     ap.add_argument("--epochs", type=int, default=15)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / "eyenet.safetensors"
     write_safetensors(model, path)
     rates = [v["rate"] for v in faces.values() if v["rate"] is not None]
-    register("eyenet", {
+    register_with_card("eyenet", {
         "file": path.name, "sha256": sha256_file(path),
         "architecture": "SmallResNet(in_channels=1, widths=(16,32,64,128), blocks=(2,2,2,2)): "
                         "ResNet-18 layout, 3x3 stride-1 stem, no max-pool",
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "license": "Code MIT. Weights trained on a research eye-crop set without a licence "
                    "(pheepa/closed-eye-classification, CEW-style): research-grade.",
         "train_command": f"python -m facegate.liveness.train_eyes --epochs {args.epochs}",
-    }, args.out / "registry.json")
-    e = json.loads((args.out / "registry.json").read_text())["eyenet"]
-    (args.out / "cards").mkdir(exist_ok=True)
-    (args.out / "cards" / "eyenet.md").write_text(card_markdown(e))
+    }, args.out, card_markdown)
     print("->", path)
 
 

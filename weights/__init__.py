@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,14 @@ def register(name: str, values: dict[str, Any], path: Path = REGISTRY_PATH) -> N
     reg = read_registry(path)
     reg[name] = values
     path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+
+
+def register_with_card(name: str, values: dict[str, Any], out: Path,
+                       card: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Register ``name`` in ``out``/registry.json, then write ``card`` of the stored entry as
+    ``out``/cards/<name>.md (the trainers' last step); returns the entry."""
+    register(name, values, out / "registry.json")
+    e = read_registry(out / "registry.json")[name]
+    (out / "cards").mkdir(exist_ok=True)
+    (out / "cards" / f"{name}.md").write_text(card(e))
+    return e
