@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from facegate.liveness.types import CheckResult, LivenessResult
 
 FUSED_THRESHOLD = 0.5
@@ -56,9 +58,11 @@ class AllRequiredFusion:
                               frames_used)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)  # as fusion_fit.logit
-    return math.log(p / (1 - p))
+def logit(p: float | np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of a score or an array of scores, clipped to [1e-4, 1 - 1e-4]: the
+    fusion's inputs, when fitted (fusion_fit) and when served."""
+    p = np.clip(np.asarray(p, float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
 
 
 class LearnedFusion:
@@ -89,7 +93,7 @@ class LearnedFusion:
                    {k: v["weights"] for k, v in d["inputs"].items()})
 
     def probability(self, scores: Mapping[str, float]) -> float:
-        margins = [_logit(scores[c]) - _logit(t) for c, t in self.inputs.items()]
+        margins = [float(logit(scores[c]) - logit(t)) for c, t in self.inputs.items()]
         z = sum(w * m for w, m in zip(self.coef, [*margins, min(margins)])) + self.intercept
         return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegate.liveness.fusion import logit
 from facegate.liveness.metrics import apcer_bpcer, pad_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,11 +39,6 @@ FUSED = {"livenessnet": "texture_cnn", "iqa_lda": "iqa_lda"}
 GATE = "spoofcue"
 # What the server's LearnedFusion computes from the margins.
 DEPLOYABLE = "logistic over the margins + weakest"
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
 
 
 def load_oof(cards: Path, checks=CHECKS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
