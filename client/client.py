@@ -60,14 +60,11 @@ class FaceGateClient:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until the server's health check says SERVING (models loaded)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        check = M.health_check(self._channel)
         end = time.monotonic() + timeout
         while True:
             try:
-                r = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                if check(M.HEALTH_REQUEST, timeout=5) == M.SERVING:
                     return
             except grpc.RpcError as e:
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

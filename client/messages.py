@@ -163,3 +163,41 @@ def enroll_result(msg: pb.EnrollResponse) -> EnrollResult:
                         subject(msg.subject) if msg.HasField("subject") else None,
                         decision(msg.liveness) if msg.HasField("liveness") else None,
                         tuple(msg.reasons))
+
+
+# grpc.health.v1 without its package (not in the base install): HealthCheckRequest
+# {string service = 1} and HealthCheckResponse {ServingStatus status = 1}, whose wire forms
+# are one optional varint field each.
+HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+HEALTH_REQUEST = b""  # service "" = the whole server
+SERVING = 1
+
+
+def health_status(body: bytes) -> int:
+    """The ServingStatus of a serialised HealthCheckResponse (0 = UNKNOWN)."""
+    status, i = 0, 0
+    while i < len(body):
+        key, i = _varint(body, i)
+        if key & 7 != 0:  # only varint fields are defined: stop at anything else
+            break
+        value, i = _varint(body, i)
+        if key >> 3 == 1:
+            status = value
+    return status
+
+
+def _varint(body: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = body[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def health_check(channel):
+    """A callable that asks ``channel``'s server for its health: (request, timeout) -> status."""
+    return channel.unary_unary(HEALTH_METHOD, request_serializer=lambda b: b,
+                               response_deserializer=health_status)

@@ -8,10 +8,15 @@ below the person's own open level, so a blink is judged against that level, not 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegate.liveness.checks import PASSIVE, Context, FaceSample
 from facegate.liveness.types import CheckResult, Face
+
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 # A dip this deep below the open-eye level counts as a blink (score 0.5 at the threshold).
 BLINK_DEPTH = 0.25
@@ -78,8 +83,8 @@ def window_features(windows: np.ndarray) -> np.ndarray:
 
 class BlinkKNN:
     """Blink or not from a window of 10 eye-aspect ratios: k nearest neighbours (scikit-learn,
-    distance-weighted) over :func:`window_features`. Trained by ``train_blink``; the weights
-    file holds the training windows and their labels."""
+    distance-weighted) over :func:`window_features`. Trained by ``training/train_blink.py``;
+    the weights file holds the training windows and their labels."""
 
     def __init__(self, windows: np.ndarray, labels: np.ndarray, k: int = 5) -> None:
         from sklearn.neighbors import KNeighborsClassifier
@@ -107,40 +112,63 @@ class BlinkKNN:
         return cls(s["windows"], s["labels"], int(s["k"][0]))
 
     @classmethod
-    def load(cls, name: str = "blink_knn") -> tuple[BlinkKNN, float]:
+    def load(cls, name: str = "blink") -> tuple[BlinkKNN, float]:
         """The registered model and its threshold (hash-verified safetensors)."""
-        from safetensors.numpy import load_file
-
         from facegate.weights import verified_entry
 
         e = verified_entry(name)
-        return cls.from_state(load_file(str(e.path))), float(e.threshold)
+        return cls.from_entry(e), float(e.threshold)
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry) -> BlinkKNN:
+        from safetensors.numpy import load_file
+
+        from facegate.weights import verify
+
+        return cls.from_state(load_file(str(verify(e).path)))
 
 
 class BlinkCheck:
-    """Passive blink evidence over the stream; required only when a blink challenge is asked.
+    """Passive blink evidence over the stream: reported, not required (the blink challenge
+    asks for one).
 
     With a :class:`BlinkKNN` the score is the highest P(blink) over the stream's windows of
     10 EARs; with no model, or fewer EARs than a window, the dip rule (:func:`blink_depth`).
     """
 
     name = "blink"
+    per_frame = False
+    window: int | None = None  # the whole stream
 
-    def __init__(self, knn: BlinkKNN | None = None, threshold: float = 0.5) -> None:
+    def __init__(self, knn: BlinkKNN | None = None, threshold: float = 0.5,
+                 required: bool = False) -> None:
         self.knn = knn
         self.threshold = threshold
+        self.required = required
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> BlinkCheck:
+        check = cls(BlinkKNN.from_entry(e), float(e.threshold),
+                    bool(e.extra.get("required", False)))
+        check.name = e.name
+        return check
+
+    def measure(self, sample: FaceSample) -> float | None:
+        """This frame's eye-aspect ratio (None without landmarks)."""
+        return sample.ear
 
     def score(self, ears: Sequence[float]) -> float:
         if self.knn is not None and len(ears) >= BLINK_WINDOW:
             return float(self.knn.predict_proba(ear_windows(ears)).max())
         return float(np.clip(blink_depth(ears) / (2 * BLINK_DEPTH), 0.0, 1.0))
 
-    def result(self, ears: Sequence[float | None], required: bool = False) -> CheckResult:
+    def result(self, ears: Sequence[float | None], context: Context = PASSIVE
+               ) -> CheckResult:
         valid = [e for e in ears if e is not None]
         if len(valid) < MIN_FRAMES:
             return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,
-                               required=required, reason="too few frames to see a blink")
+                               required=self.required, reason="too few frames to see a blink")
         score = self.score(valid)
         passed = score >= self.threshold
-        return CheckResult(self.name, score, self.threshold, passed, required=required,
+        return CheckResult(self.name, score, self.threshold, passed, required=self.required,
                            reason="" if passed else "no blink seen")

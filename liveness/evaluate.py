@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facegate.liveness.checks import CropCheck
 from facegate.liveness.data import CropSet, FolderDataset, crop_set
 from facegate.liveness.metrics import PadReport, apcer_bpcer, pad_report
 
@@ -32,72 +33,57 @@ class Evaluation:
                 "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]}
 
 
-DEFAULT_RULE = "default"  # the server's per-frame rule: spoof cue, texture CNN and IQA all pass
-FUSION_RULE = "fusion"  # the opt-in rule: spoof cue, and texture CNN + IQA fused
+DEFAULT_RULE = "default"  # the server's per-frame rule over its default checks
+FUSION_RULE = "fusion"  # the opt-in rule: the fitted fusion of texture CNN and IQA
 
 
-def _iqa_scores(crops: np.ndarray, name: str = "iqa_lda") -> tuple[np.ndarray, float]:
-    from facegate.liveness.iqa import IQACheck
+def crop_check(name: str) -> CropCheck:
+    """The registered check ``name`` if it scores single face crops (a per-frame check)."""
+    from facegate.liveness.checks import build_check
 
-    check = IQACheck(name)
-    return check.predict_crops(crops), check.threshold
-
-
-def _texture_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-    from facegate.liveness.texture import TextureCheck
-
-    check = TextureCheck(name)
-    return check.predict_crops(crops) if len(crops) else np.zeros(0), check.threshold
+    check = build_check(name)
+    if not isinstance(check, CropCheck):
+        raise ValueError(f"check {name!r} judges a stream, not single images: it has no "
+                         "per-image score to evaluate")
+    return check
 
 
-def _cue_scores(crops: np.ndarray, name: str = "spoofcue") -> tuple[np.ndarray, float]:
-    from facegate.liveness.spoofcue import SpoofCueCheck
+def score_crops(cs: CropSet, model: str, check: CropCheck | None = None
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores of the found faces, their labels, and the threshold they are judged at.
 
-    check = SpoofCueCheck(name)
-    return check.predict_crops(crops) if len(crops) else np.zeros(0), check.threshold
-
-
-def _model_scores(crops: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-    if name == "iqa_lda":
-        return _iqa_scores(crops, name)
-    if name == "spoofcue":
-        return _cue_scores(crops, name)
-    return _texture_scores(crops, name)
-
-
-def score_crops(cs: CropSet, model: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Scores of the found faces, their labels, and the model's own threshold.
-
-    ``model`` is a registry name (a texture CNN, ``iqa_lda`` or ``spoofcue``), ``default``
-    (the server's per-frame rule: spoof cue, texture CNN and IQA each at its own threshold)
-    or ``fusion`` (the spoof cue, and the fitted fusion of texture CNN and IQA); rules are
-    scored as the weakest part mapped so each threshold sits at 0.5.
+    ``model`` is a per-frame check's registry name (``texture_cnn``, ``iqa_lda``,
+    ``spoof_cue``, ...), ``default`` (the server's per-frame rule: every required per-frame
+    check of the default set at its own threshold) or ``fusion`` (the same with the fitted
+    fusion); rules are scored as the weakest part mapped so each threshold sits at 0.5.
+    ``check`` scores with an already built check instead of the registry's.
     """
-    from facegate.liveness.fusion import FUSED_THRESHOLD, LearnedFusion, weakest
+    from facegate.liveness.checks import DEFAULT_CHECKS, build_check
+    from facegate.liveness.fusion import FUSED_THRESHOLD, AllRequiredFusion, LearnedFusion
 
     crops, labels = cs.crops[cs.found], cs.labels[cs.found]
     if model in (DEFAULT_RULE, FUSION_RULE):
-        (cue, cue_t), (tex, tex_t), (iqa, iqa_t) = (
-            _model_scores(crops, n) for n in ("spoofcue", "livenessnet", "iqa_lda"))
-        if model == FUSION_RULE:
-            fusion = LearnedFusion.load(FUSION_RULE)
-            fused = np.array([fusion.frame_score({"texture_cnn": t, "iqa_lda": q}, [(c, cue_t)])
-                              for c, t, q in zip(cue, tex, iqa)])
-        else:
-            fused = np.array([weakest([(c, cue_t), (t, tex_t), (q, iqa_t)])
-                              for c, t, q in zip(cue, tex, iqa)])
+        checks = [c for c in (build_check(n) for n in DEFAULT_CHECKS)
+                  if isinstance(c, CropCheck) and c.required]
+        fusion = LearnedFusion.load(FUSION_RULE) if model == FUSION_RULE \
+            else AllRequiredFusion()
+        scores = {c.name: (c.predict_crops(crops), c.threshold) for c in checks}
+        fused = np.array([fusion.frame_score({n: (float(s[i]), t)
+                                              for n, (s, t) in scores.items()})
+                          for i in range(len(crops))])
         return fused, labels, FUSED_THRESHOLD
-    scores, thr = _model_scores(crops, model)
-    return scores, labels, thr
+    check = check or crop_check(model)
+    return check.predict_crops(crops), labels, check.threshold
 
 
-def evaluate_folder(data: str | Path, model: str = "livenessnet", threshold: float | None = None,
-                    progress: bool = False) -> Evaluation:
+def evaluate_folder(data: str | Path, model: str = "texture_cnn",
+                    threshold: float | None = None, progress: bool = False,
+                    check: CropCheck | None = None) -> Evaluation:
     samples = FolderDataset(data).samples()
     if not samples:
         raise ValueError(f"{data}: no images under live/ or spoof/")
     cs = crop_set(samples, progress=progress)
-    scores, labels, own = score_crops(cs, model)
+    scores, labels, own = score_crops(cs, model, check)
     thr = own if threshold is None else threshold
     missing = ~cs.found
     no_face = {"live": int((missing & (cs.labels == 1)).sum()),

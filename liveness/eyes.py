@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from facegate.liveness.checks import PASSIVE, Context, FaceSample
 from facegate.liveness.detect import eye_crops
 from facegate.liveness.resnet import SmallResNet
 from facegate.liveness.runtime import inference_module
 from facegate.liveness.texture import standardise
 from facegate.liveness.types import CheckResult, Face
+
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 EYE_SIZE = 24
 
@@ -33,21 +38,36 @@ def build_eyenet(**kwargs) -> SmallResNet:
 
 
 class EyeStateCheck:
-    name = "eye_state"
+    """P(open) of both eyes on every face frame; the stream fails when this share of its
+    face frames or more has both eyes closed (``max_closed_share`` in the registry)."""
 
-    def __init__(self, weights: str = "eyenet", registry: Path | None = None,
+    per_frame = False
+    window: int | None = None  # the whole stream
+
+    def __init__(self, weights: str = "eye_state", registry: Path | None = None,
                  runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, load_state_dict
+        from facegate.weights import REGISTRY_PATH, entry
 
-        state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
-        self.entry = entry
-        self.scale = float(entry.preprocessing.get("crop_scale", 0.6))
-        # The stream fails when this share of its face frames or more has both eyes closed.
-        self.max_closed_share = float(entry.extra.get("max_closed_share", 0.5))
-        self.threshold = float(entry.threshold)  # P(open) below this = closed
+        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> EyeStateCheck:
+        check = cls.__new__(cls)
+        check._load(e, runtime)
+        return check
+
+    def _load(self, e: WeightsEntry, runtime: str) -> None:
+        from facegate.weights import load_entry_state
+
+        state = load_entry_state(e)
+        self.entry = e
+        self.name = e.name
+        self.scale = float(e.preprocessing.get("crop_scale", 0.6))
+        self.max_closed_share = float(e.extra.get("max_closed_share", 0.5))
+        self.threshold = float(e.threshold)  # P(open) below this = closed
         # Measured on live faces at gate-like sizes, the rule rejects too many squinting
         # people to decide alone (registry: metrics.live_faces_both_closed): reported only.
-        self.required = bool(entry.extra.get("required", False))
+        self.required = bool(e.extra.get("required", False))
         model = build_eyenet()
         model.load_state_dict(state)
         self.model = inference_module(model, torch.zeros(1, 1, EYE_SIZE, EYE_SIZE), runtime)
@@ -62,10 +82,15 @@ class EyeStateCheck:
         p = self.predict_crops(np.stack([left, right]))
         return float(p[0]), float(p[1])
 
+    def measure(self, sample: FaceSample) -> tuple[float, float]:
+        """P(open) of the left and the right eye."""
+        return self.open_probs(sample.face)
+
     def both_closed(self, probs: tuple[float, float]) -> bool:
         return max(probs) < self.threshold
 
-    def result(self, per_frame: Sequence[tuple[float, float]]) -> CheckResult:
+    def result(self, per_frame: Sequence[tuple[float, float]],
+               context: Context = PASSIVE) -> CheckResult:
         if not per_frame:
             return CheckResult(self.name, 0.0, 1 - self.max_closed_share, False,
                                applicable=False, reason="no face to judge")

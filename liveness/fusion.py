@@ -4,10 +4,10 @@ least 0.5.
 - :class:`AllRequiredFusion`: every applicable, required check must pass, each at its own
   calibrated threshold; the fused score is the weakest required check's score, mapped so
   that its threshold sits at 0.5.
-- :class:`LearnedFusion` (opt-in: ``fusion_weights="fusion"``): a logistic regression over
+- :class:`LearnedFusion` (opt-in: ``FACEGATE_FUSION=fusion``): a logistic regression over
   the texture CNN's and the IQA model's margins (logit of the score minus logit of the
   check's own threshold) and the weaker of the two, fitted by ``python -m
-  facegate.liveness.fusion_fit`` on the checks' leave-one-source-out scores with its
+  training.fusion_fit`` on the checks' leave-one-source-out scores with its
   threshold calibrated the same way (weights/cards/fusion.md). It replaces those two checks'
   own verdicts by one ``fusion`` check; every other required check (the spoof cue at its
   0.96, challenges, planarity) must still pass on its own, as in :class:`AllRequiredFusion`.
@@ -32,7 +32,14 @@ FUSED_THRESHOLD = 0.5
 
 
 class Fusion(Protocol):
-    def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult: ...
+    def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
+        """The verdict on a stream's check results."""
+        ...
+
+    def frame_score(self, scored: Mapping[str, tuple[float, float]]) -> float:
+        """One frame's fused score (live >= 0.5) from the required per-frame checks'
+        {name: (score, threshold)}."""
+        ...
 
 
 def calibrated(score: float, threshold: float) -> float:
@@ -47,6 +54,9 @@ def weakest(scored: Iterable[tuple[float, float]]) -> float:
 
 
 class AllRequiredFusion:
+    def frame_score(self, scored: Mapping[str, tuple[float, float]]) -> float:
+        return weakest(scored.values())
+
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
         judged = [c for c in checks if c.applicable and c.required]
         reasons = tuple(c.reason or f"{c.name} failed" for c in judged if not c.passed)
@@ -67,18 +77,16 @@ def logit(p: float | np.ndarray) -> np.ndarray:
 
 class LearnedFusion:
     """P(live) = sigmoid(w . [margin_1, .., margin_n, min margin] + b) over the ``inputs``
-    checks (name -> own threshold), live at ``threshold``; ``input_weights``: the registry
-    weights each input check was fitted with."""
+    checks (name -> the threshold it was fitted with), live at ``threshold``."""
 
     name = "fusion"
     LABELS = {"texture_cnn": "texture", "iqa_lda": "image quality"}
 
     def __init__(self, inputs: Mapping[str, float], coef: Sequence[float], intercept: float,
-                 threshold: float, input_weights: Mapping[str, str] | None = None) -> None:
+                 threshold: float) -> None:
         if len(coef) != len(inputs) + 1:
             raise ValueError(f"{len(inputs)} inputs need {len(inputs) + 1} coefficients")
         self.inputs = dict(inputs)
-        self.input_weights = dict(input_weights or {})
         self.coef, self.intercept, self.threshold = list(coef), float(intercept), threshold
 
     @classmethod
@@ -89,19 +97,27 @@ class LearnedFusion:
         e = verified_entry(name, registry or REGISTRY_PATH)
         d = json.loads(e.path.read_text())["deployed"]
         return cls({k: float(v["threshold"]) for k, v in d["inputs"].items()}, d["coef"],
-                   d["intercept"], float(d["threshold"]),
-                   {k: v["weights"] for k, v in d["inputs"].items()})
+                   d["intercept"], float(d["threshold"]))
+
+    def fits(self, checks: Sequence) -> bool:
+        """Whether ``checks`` (loaded checks) hold every input, required, at the threshold the
+        fusion was fitted with: its margins mean nothing against other thresholds."""
+        loaded = {c.name: c.threshold for c in checks if c.required}
+        return all(loaded.get(name) == t for name, t in self.inputs.items())
 
     def probability(self, scores: Mapping[str, float]) -> float:
         margins = [float(logit(scores[c]) - logit(t)) for c, t in self.inputs.items()]
         z = sum(w * m for w, m in zip(self.coef, [*margins, min(margins)])) + self.intercept
         return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
 
-    def frame_score(self, scores: Mapping[str, float],
-                    others: Iterable[tuple[float, float]] = ()) -> float:
-        """One frame's fused score (live >= 0.5): the fusion and the other required
-        (score, threshold) pairs, the weakest of them."""
-        return weakest([(self.probability(scores), self.threshold), *others])
+    def frame_score(self, scored: Mapping[str, tuple[float, float]]) -> float:
+        """One frame's fused score (live >= 0.5): the fusion of its inputs and the other
+        required (score, threshold) pairs, the weakest of them."""
+        if not all(c in scored for c in self.inputs):
+            return weakest(scored.values())
+        fused = self.probability({c: scored[c][0] for c in self.inputs})
+        others = [v for c, v in scored.items() if c not in self.inputs]
+        return weakest([(fused, self.threshold), *others])
 
     def check(self, scores: Mapping[str, float]) -> CheckResult:
         p = self.probability(scores)

@@ -17,20 +17,19 @@ transform's residual: near 0 for a plane, well above it for a 3D face.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from facegate.liveness.checks import PASSIVE, Context, FaceSample
 from facegate.liveness.types import CheckResult
 
-# face_recognition's named features back to dlib's 68-point order (lips overlap there).
-_TOP_LIP = [48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]
-_BOTTOM_LIP = [54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]
-_RANGES = {"chin": range(0, 17), "left_eyebrow": range(17, 22), "right_eyebrow": range(22, 27),
-           "nose_bridge": range(27, 31), "nose_tip": range(31, 36), "left_eye": range(36, 42),
-           "right_eye": range(42, 48)}
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 # dlib index -> generic 3D point (x right, y down, z away from the camera; nose tip at 0).
 _MODEL_INDEX = [30, 8, 36, 45, 48, 54]
@@ -49,19 +48,6 @@ class HeadPose:
     yaw: float
     pitch: float
     roll: float
-
-
-def points68(marks: Mapping[str, Sequence[tuple[int, int]]]) -> np.ndarray | None:
-    """face_recognition's landmark dict (68-point model) as a (68, 2) float array."""
-    pts = np.full((68, 2), np.nan)
-    try:
-        for name, idx in _RANGES.items():
-            pts[list(idx)] = marks[name]
-        pts[_TOP_LIP] = marks["top_lip"]
-        pts[_BOTTOM_LIP] = marks["bottom_lip"]
-    except (KeyError, ValueError):
-        return None  # the 5-point model, or a malformed dict
-    return pts
 
 
 def head_pose(points: np.ndarray, frame_size: tuple[int, int]) -> HeadPose | None:
@@ -88,13 +74,6 @@ def smoothed(poses: Sequence[HeadPose]) -> HeadPose | None:
         return None
     a = np.median(np.array([(p.yaw, p.pitch, p.roll) for p in poses]), axis=0)
     return HeadPose(float(a[0]), float(a[1]), float(a[2]))
-
-
-def nose_offset(points: np.ndarray) -> float:
-    """Nose tip's horizontal offset from the eyes' midpoint, in eye distances (yaw's sign)."""
-    left, right = points[36], points[45]
-    d = float(np.linalg.norm(right - left))
-    return float((points[30, 0] - (left[0] + right[0]) / 2) / d) if d > 0 else 0.0
 
 
 def _eye_distance(points: np.ndarray) -> float:
@@ -152,19 +131,38 @@ class PlanarityCheck:
     """Landmark parallax over the stream: a flat face (print, screen held still while moved)
     scores low. Not applicable until the head moves out of plane in a few frame pairs.
 
-    The score is the parallax ratio itself; the threshold 0.62 minimises ACER on NUAA's
-    printed-photo clips of the official train list (``bench/planarity.py``: test-list AUC
-    0.79, ACER 0.31 on small passive motion). The session makes it required when it asked
-    for a head movement, where the motion it needs is there by design; otherwise it is
-    reported.
+    The score is the parallax ratio itself; the registry's threshold (0.62) minimises ACER on
+    NUAA's printed-photo clips of the official train list (``bench/planarity.py``: test-list
+    AUC 0.79, ACER 0.31 on small passive motion). Required when the session asked for a head
+    movement, where the motion it needs is there by design; otherwise reported.
     """
 
     name = "planarity"
+    per_frame = False
+    window: int | None = 30  # landmark sets kept for the parallax pairs
 
-    def __init__(self, threshold: float = 0.62) -> None:
-        self.threshold = threshold
+    def __init__(self, threshold: float | None = None, required: bool = False,
+                 registry: Path | None = None) -> None:
+        if threshold is None:
+            from facegate.weights import REGISTRY_PATH, entry
 
-    def result(self, points: Sequence[np.ndarray], required: bool = False) -> CheckResult:
+            threshold = entry(self.name, registry or REGISTRY_PATH).threshold
+        self.threshold = float(threshold)
+        self.required = required
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> PlanarityCheck:
+        check = cls(float(e.threshold), bool(e.extra.get("required", False)))
+        check.name = e.name
+        return check
+
+    def measure(self, sample: FaceSample) -> np.ndarray | None:
+        """This frame's (68, 2) landmarks (None without landmarks)."""
+        return sample.points
+
+    def result(self, points: Sequence[np.ndarray], context: Context = PASSIVE
+               ) -> CheckResult:
+        required = self.required or context.head_challenge
         ratio, pairs = parallax_ratio(points)
         if pairs < MIN_MOVING_PAIRS:
             return CheckResult(self.name, 0.0, self.threshold, False, applicable=False,

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from facegate.liveness.detect import face_crop
-from facegate.liveness.types import CheckResult, Face, mean_score_result
+from facegate.liveness.checks import CropCheck
+
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 IQA_SIZE = 64
 FEATURES = ("mse", "psnr", "snr", "sc", "md", "ad", "nae", "ramd", "lmse", "nxc", "mams", "mas",
@@ -266,19 +269,31 @@ def crop_measures(rgb_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _features(rgb, x), mscn_stats(gray8)
 
 
-class IQACheck:
-    name = "iqa_lda"
+class IQACheck(CropCheck):
+    """Per-frame P(live) from the image-quality measures + LDA."""
 
-    def __init__(self, weights: str = "iqa_lda", registry: Path | None = None) -> None:
+    def __init__(self, weights: str = "iqa_lda", registry: Path | None = None,
+                 runtime: str = "onnx") -> None:
+        from facegate.weights import REGISTRY_PATH, entry
+
+        self._load(entry(weights, registry or REGISTRY_PATH))
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> IQACheck:
+        check = cls.__new__(cls)
+        check._load(e)
+        return check
+
+    def _load(self, e: WeightsEntry) -> None:
         from safetensors.numpy import load_file
 
-        from facegate.weights import REGISTRY_PATH, verified_entry
+        from facegate.weights import verify
 
-        e = verified_entry(weights, registry or REGISTRY_PATH)
-        self.entry = e
+        self.entry = verify(e)
+        self.name = e.name
         self.model = IQAModel.from_state(load_file(str(e.path)))
         self.threshold = float(e.threshold)
-        self.required = bool(e.extra.get("required", False))
+        self.required = bool(e.extra.get("required", True))
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """P(live) for (N, H, W, 3) uint8 RGB face crops."""
@@ -288,9 +303,5 @@ class IQACheck:
         return self.model.predict_proba(np.stack([r[0] for r in rows]),
                                         np.stack([r[1] for r in rows]))
 
-    def score_face(self, face: Face) -> float:
-        return float(self.predict_crops(face_crop(face, 112)[None])[0])
-
-    def result(self, scores: list[float]) -> CheckResult:
-        return mean_score_result(self.name, scores, self.threshold, self.required,
-                                 lambda s: f"image quality looks recaptured ({s:.2f})")
+    def failure(self, score: float) -> str:
+        return f"image quality looks recaptured ({score:.2f})"

@@ -1,28 +1,32 @@
-"""From frames to a liveness verdict: detect, crop, score each frame, fuse over the stream.
+"""From frames to a liveness verdict: detect, crop, measure each frame, fuse over the stream.
 
-A :class:`LivenessPipeline` holds the loaded models (one per process, shared by all streams);
-a :class:`LivenessSession` holds one stream's evidence and is cheap to create.
+A :class:`LivenessPipeline` holds the loaded checks (one per process, shared by all streams):
+a list built from the weights registry (:mod:`facegate.liveness.checks`). A
+:class:`LivenessSession` holds one stream's evidence, is cheap to create, and decides when
+it has enough: :meth:`LivenessSession.step` takes one frame and says what to stream back and
+whether a verdict is ready; :meth:`LivenessSession.verdict` gives it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-from facegate.liveness.blink import BlinkCheck, BlinkKNN, eye_aspect_ratio, face_points68
-from facegate.liveness.challenges import Challenge, HeadChallenge, make_challenge
+from facegate.liveness.blink import eye_aspect_ratio, face_points68
+from facegate.liveness.challenges import PROMPTS, Challenge, HeadChallenge, make_challenge
+from facegate.liveness.checks import DEFAULT_CHECKS, Check, Context, FaceSample, build_checks
 from facegate.liveness.detect import FaceDetector, face_crop
-from facegate.liveness.eyes import EyeStateCheck
-from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion, weakest
-from facegate.liveness.headpose import HeadPose, PlanarityCheck, head_pose, smoothed
-from facegate.liveness.iqa import IQACheck
-from facegate.liveness.spoofcue import SpoofCueCheck
-from facegate.liveness.texture import TextureCheck
-from facegate.liveness.types import CheckResult, Face, LivenessResult
+from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion
+from facegate.liveness.headpose import HeadPose, head_pose, smoothed
+from facegate.liveness.types import Face, LivenessResult
+
+log = logging.getLogger("facegate.liveness")
 
 # Quality hints, in fractions of the frame's shorter side and 0-255 luminance.
 MIN_FACE_FRACTION = 0.15
@@ -45,19 +49,19 @@ HINT_MESSAGES = {
 
 @dataclass(frozen=True)
 class FrameAnalysis:
-    """What one frame showed. ``face`` is the judged (largest) face or None."""
+    """What one frame showed. ``face`` is the judged (largest) face or None; ``scores`` holds
+    each check's measurement of it by check name (a per-frame check's score in [0, 1], or
+    its evidence: an eye-aspect ratio, landmarks, eye-open probabilities)."""
 
     index: int
     timestamp_ms: float
     faces: tuple[Face, ...]
-    texture_score: float | None
-    ear: float | None
+    scores: Mapping[str, Any]
     hints: tuple[str, ...]
-    eyes_open: tuple[float, float] | None = None  # P(open) of the left and right eye
-    iqa_score: float | None = None
-    # This frame alone, fused like the decision (weakest required check, threshold at 0.5).
+    # This frame alone, fused like the decision (the weakest required per-frame check,
+    # mapped so that its threshold sits at 0.5).
     frame_score: float | None = None
-    cue_score: float | None = None  # spoof-cue score, 1 - gain * mean|cue|
+    ear: float | None = None  # eye-aspect ratio, both eyes
     points: np.ndarray | None = None  # (68, 2) landmarks of the judged face
     pose: HeadPose | None = None
     tracked: bool = False  # found around the previous frame's face, not by a full search
@@ -65,6 +69,42 @@ class FrameAnalysis:
     @property
     def face(self) -> Face | None:
         return self.faces[0] if self.faces else None
+
+
+@dataclass(frozen=True)
+class ChallengePrompt:
+    """A challenge the session asks for now: what to stream back to the person."""
+
+    kind: str
+    message: str
+    deadline_ms: int
+    index: int  # 1-based
+    total: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one frame did to a session: its analysis, the challenge asked on it (if any),
+    and whether the session has the evidence for a verdict now."""
+
+    analysis: FrameAnalysis
+    prompt: ChallengePrompt | None
+    ready: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A session's verdict. ``result`` is None when no frame showed a face; ``challenge`` is
+    "failed" (one was failed), "unfinished" (asked, not all answered) or "" (none asked, or
+    all passed)."""
+
+    result: LivenessResult | None
+    frames_with_face: int
+    challenge: str = ""
+
+    @property
+    def live(self) -> bool:
+        return bool(self.result and self.result.live) and not self.challenge
 
 
 def quality_hints(face: Face | None, n_faces: int, frame: np.ndarray | None = None
@@ -100,11 +140,21 @@ def quality_hints(face: Face | None, n_faces: int, frame: np.ndarray | None = No
     return tuple(hints)
 
 
-class LivenessPipeline:
-    """The loaded models and the per-frame analysis.
 
-    ``window`` is how many of the latest face frames the per-frame scores (texture, IQA,
-    spoof cue) are averaged over: the mean of the last 8 by default.
+class LivenessPipeline:
+    """The loaded checks, the detector and the per-frame analysis.
+
+    ``checks``: registry names (or built :class:`~facegate.liveness.checks.Check` objects),
+    in the order the Decision reports them; ``thresholds`` overrides registry thresholds by
+    name at run time. ``fusion``: None or "" requires every applicable required check at
+    its own threshold (:class:`~facegate.liveness.fusion.AllRequiredFusion`); a registry name
+    (``"fusion"``) loads a fitted :class:`~facegate.liveness.fusion.LearnedFusion`, used
+    when the checks it was fitted on are loaded, required, at the thresholds it was fitted
+    with (else the default, with a warning); or a Fusion object.
+
+    ``window``: how many of the latest face frames a per-frame check's scores are averaged
+    over (the mean of the last 8 by default). ``decision_frames``: face frames a session
+    needs before its verdict is ready (and every asked challenge finished).
 
     ``threads``: torch intra-op threads for each thread that analyses frames (None: torch's
     default). Under OpenMP the count belongs to the calling thread, so every session sets it
@@ -118,71 +168,54 @@ class LivenessPipeline:
     ``redetect_every``: within a stream, a frame's face is searched for only around the
     previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
     again every this many frames, or whenever the face is lost; 1 searches every frame.
-
-    ``fusion_weights``: None (the default) requires every check at its own threshold
-    (:class:`~facegate.liveness.fusion.AllRequiredFusion`); a registry name (``"fusion"``)
-    fuses the texture CNN and IQA with the fitted
-    :class:`~facegate.liveness.fusion.LearnedFusion` instead, when it was fitted on the
-    texture and IQA models loaded here and no ``texture_threshold`` overrides theirs.
     """
 
     def __init__(
         self,
-        texture_weights: str = "livenessnet",
-        texture_threshold: float | None = None,
-        detect_rotations: bool = True,
+        checks: Sequence[str | Check] = DEFAULT_CHECKS,
+        thresholds: Mapping[str, float] | None = None,
+        fusion: str | Fusion | None = None,
         window: int = 8,
-        fusion: Fusion | None = None,
-        eye_weights: str | None = "eyenet",
-        iqa_weights: str | None = "iqa_lda",
-        spoof_cue_weights: str | None = "spoofcue",
-        spoof_cue_threshold: float | None = None,
-        planarity_threshold: float | None = PlanarityCheck().threshold,
+        decision_frames: int = 8,
+        detect_rotations: bool = True,
         redetect_every: int = 10,
-        blink_weights: str | None = "blink_knn",
         threads: int | None = 1,
         runtime: str = "onnx",
-        fusion_weights: str | None = None,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
-        self.texture = TextureCheck(texture_weights, texture_threshold, runtime=runtime)
-        self.eyes = EyeStateCheck(eye_weights, runtime=runtime) if eye_weights else None
-        self.iqa = IQACheck(iqa_weights) if iqa_weights else None
-        self.spoof_cue = (SpoofCueCheck(spoof_cue_weights, spoof_cue_threshold,
-                                        runtime=runtime)
-                          if spoof_cue_weights else None)
-        self.planarity = (PlanarityCheck(planarity_threshold)
-                          if planarity_threshold is not None else None)
-        self.blink = (BlinkCheck(*BlinkKNN.load(blink_weights)) if blink_weights
-                      else BlinkCheck())
-        self.fusion = fusion or self._fusion(fusion_weights, texture_threshold)
+        names = [c for c in checks if isinstance(c, str)]
+        built = iter(build_checks(names, thresholds, window, runtime))
+        self.checks: list[Check] = [next(built) if isinstance(c, str) else c for c in checks]
+        self.fusion = self._fusion(fusion)
         self.window = window
+        self.decision_frames = decision_frames
         self.redetect_every = max(int(redetect_every), 1)
         self.threads = threads
         self.bind_thread()
 
-    def _fusion(self, name: str | None, texture_threshold: float | None) -> Fusion:
-        """The fitted fusion when it was fitted on the texture and IQA models loaded here, at
-        their registry thresholds; else every required check at its own threshold."""
-        if not name or self.iqa is None or not self.iqa.required or texture_threshold is not None:
+    def _fusion(self, fusion: str | Fusion | None) -> Fusion:
+        if not fusion:
             return AllRequiredFusion()
-        fusion = LearnedFusion.load(name)
-        loaded = {self.texture.name: (self.texture.entry.name, self.texture.threshold),
-                  self.iqa.name: (self.iqa.entry.name, self.iqa.threshold)}
-        fitted = {c: (fusion.input_weights.get(c), t) for c, t in fusion.inputs.items()}
-        return fusion if fitted == loaded else AllRequiredFusion()
+        if not isinstance(fusion, str):
+            return fusion
+        learned = LearnedFusion.load(fusion)
+        if learned.fits(self.checks):
+            return learned
+        log.warning("fusion %r was fitted on %s at other thresholds or checks than those "
+                    "loaded: every required check decides at its own threshold instead",
+                    fusion, learned.inputs)
+        return AllRequiredFusion()
 
-    def frame_score(self, texture: float, iqa: float | None, cue: float | None) -> float:
-        """One frame's scores fused as the decision fuses the window (live >= 0.5)."""
-        others = [(cue, self.spoof_cue.threshold)] if cue is not None and self.spoof_cue \
-            else []
-        if isinstance(self.fusion, LearnedFusion) and iqa is not None and self.iqa is not None:
-            return self.fusion.frame_score({self.texture.name: texture, self.iqa.name: iqa},
-                                           others)
-        required = [(texture, self.texture.threshold), *others]
-        if iqa is not None and self.iqa is not None and self.iqa.required:
-            required.append((iqa, self.iqa.threshold))
-        return weakest(required)
+    def check(self, name: str) -> Check | None:
+        """The loaded check called ``name``, or None."""
+        return next((c for c in self.checks if c.name == name), None)
+
+    def frame_score(self, scores: Mapping[str, Any]) -> float | None:
+        """One frame's measurements fused as the decision fuses the window (live >= 0.5);
+        None when no required per-frame check measured it."""
+        scored = {c.name: (float(scores[c.name]), c.threshold) for c in self.checks
+                  if c.per_frame and c.required and scores.get(c.name) is not None}
+        return self.fusion.frame_score(scored) if scored else None
 
     def bind_thread(self) -> None:
         """Give the calling thread ``threads`` torch intra-op threads (see the class doc)."""
@@ -193,27 +226,28 @@ class LivenessPipeline:
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
                 landmarks: bool = True, previous: Face | None = None) -> FrameAnalysis:
-        """Detect and score one RGB uint8 frame; ``previous`` is a face to track."""
+        """Detect and measure one RGB uint8 frame; ``previous`` is a face to track."""
         faces = tuple(self.detector.detect_near(frame, previous)) if previous else ()
         tracked = bool(faces)
         if not tracked:
             faces = tuple(self.detector.detect(frame))
         face = faces[0] if faces else None
-        texture = ear = eyes = iqa = cue = points = pose = None
-        fused = None
+        scores: dict[str, Any] = {}
+        ear = points = pose = fused = None
         if face is not None:
-            texture = self.texture.score_face(face)
             if landmarks:
                 points = face_points68(face)
                 ear = (eye_aspect_ratio(points[36:42]) + eye_aspect_ratio(points[42:48])) / 2
                 pose = head_pose(points, frame.shape[:2])
-            eyes = self.eyes.open_probs(face) if self.eyes is not None else None
-            iqa = self.iqa.score_face(face) if self.iqa is not None else None
-            cue = self.spoof_cue.score_face(face) if self.spoof_cue is not None else None
-            fused = self.frame_score(texture, iqa, cue)
-        return FrameAnalysis(index, timestamp_ms, faces, texture, ear,
-                             quality_hints(face, len(faces), frame), eyes, iqa, fused, cue,
-                             points, pose, tracked)
+            sample = FaceSample(face, points, ear)
+            for check in self.checks:
+                value = check.measure(sample)
+                if value is not None:
+                    scores[check.name] = value
+            fused = self.frame_score(scores)
+        return FrameAnalysis(index, timestamp_ms, faces, scores,
+                             quality_hints(face, len(faces), frame), fused, ear, points, pose,
+                             tracked)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
                 ) -> LivenessSession:
@@ -221,27 +255,30 @@ class LivenessPipeline:
 
 
 class LivenessSession:
-    """One stream's evidence: per-frame scores, EARs, landmarks and the asked challenges."""
-
-    MAX_POINTS = 30  # landmark sets kept for the parallax check
+    """One stream's evidence: each check's latest measurements, the head poses, and the
+    asked challenges. Call :meth:`step` once per frame; :meth:`verdict` at the end."""
 
     def __init__(self, pipeline: LivenessPipeline, challenges: Sequence[str] = (),
                  challenge_deadline_ms: int = 5000) -> None:
         pipeline.bind_thread()  # sessions are made on the thread that will analyse
         self.pipeline = pipeline
-        self.textures: deque[float] = deque(maxlen=pipeline.window)
-        self.iqas: deque[float] = deque(maxlen=pipeline.window)
-        self.cues: deque[float] = deque(maxlen=pipeline.window)
-        self.points: deque[np.ndarray] = deque(maxlen=self.MAX_POINTS)
+        self.values: dict[str, deque[Any]] = {
+            c.name: deque(maxlen=c.window) for c in pipeline.checks}
         self.poses: deque[HeadPose] = deque(maxlen=3)
-        self.ears: list[float | None] = []
-        self.eyes: list[tuple[float, float]] = []
+        self.frames_seen = 0
         self.frames_with_face = 0
         self.challenges: list[Challenge] = [
             make_challenge(c, challenge_deadline_ms) for c in challenges]
         self._asked = 0
         self._last_face: Face | None = None
         self._since_search = 0  # frames since the last full-frame search
+
+    def step(self, frame: np.ndarray, now_ms: float, landmarks: bool = True) -> Step:
+        """Analyse one frame at stream time ``now_ms`` and add it to the evidence."""
+        a = self.analyze(frame, self.frames_seen, now_ms, landmarks)
+        self.frames_seen += 1
+        self.add(a)
+        return Step(a, self.next_prompt(now_ms), self.ready)
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
                 landmarks: bool = True) -> FrameAnalysis:
@@ -251,22 +288,15 @@ class LivenessSession:
                                      previous=self._last_face if track else None)
 
     def add(self, a: FrameAnalysis) -> None:
+        """Add one analysed frame to the evidence (:meth:`step` does this)."""
         self._last_face = a.face
         self._since_search = self._since_search + 1 if a.tracked else 0
         if a.face is None:
             return
         self.frames_with_face += 1
-        if a.texture_score is not None:
-            self.textures.append(a.texture_score)
-        self.ears.append(a.ear)
-        if a.eyes_open is not None:
-            self.eyes.append(a.eyes_open)
-        if a.iqa_score is not None:
-            self.iqas.append(a.iqa_score)
-        if a.cue_score is not None:
-            self.cues.append(a.cue_score)
-        if a.points is not None:
-            self.points.append(a.points)
+        for name, value in a.scores.items():
+            if name in self.values:
+                self.values[name].append(value)
         if a.pose is not None:
             self.poses.append(a.pose)
         current = self.current_challenge()
@@ -281,7 +311,7 @@ class LivenessSession:
                 return c
         return None
 
-    def next_prompt(self, now_ms: float) -> tuple[int, Challenge] | None:
+    def next_prompt(self, now_ms: float) -> ChallengePrompt | None:
         """Ask the next challenge once a face is in view and the previous one is done."""
         if self.frames_with_face == 0 or self.current_challenge() is not None:
             return None
@@ -292,30 +322,37 @@ class LivenessSession:
         c = self.challenges[self._asked]
         self._asked += 1
         c.ask(now_ms, smoothed(self.poses))
-        return self._asked, c
+        st = c.state
+        return ChallengePrompt(st.kind, PROMPTS[st.kind], st.deadline_ms, self._asked,
+                               len(self.challenges))
 
     @property
     def challenges_done(self) -> bool:
-        return all(c.state.done for c in self.challenges) or any(
-            c.state.failed for c in self.challenges)
+        return all(c.state.done for c in self.challenges) or self.challenge_failed
 
     @property
     def challenge_failed(self) -> bool:
         return any(c.state.failed for c in self.challenges)
 
+    @property
+    def ready(self) -> bool:
+        """Enough evidence for a verdict: a failed challenge, or ``decision_frames`` face
+        frames with every asked challenge finished."""
+        return self.challenge_failed or (
+            self.frames_with_face >= self.pipeline.decision_frames and self.challenges_done)
+
     def result(self) -> LivenessResult:
-        p = self.pipeline
-        checks: list[CheckResult] = []
-        if p.spoof_cue is not None:
-            checks.append(p.spoof_cue.result(list(self.cues)))
-        checks += [p.texture.result(list(self.textures)),
-                   p.blink.result(self.ears, required=False)]
-        if p.iqa is not None:
-            checks.append(p.iqa.result(list(self.iqas)))
-        if p.eyes is not None:
-            checks.append(p.eyes.result(self.eyes))
-        if p.planarity is not None:
-            head_moves = any(isinstance(c, HeadChallenge) for c in self.challenges)
-            checks.append(p.planarity.result(list(self.points), required=head_moves))
+        """Every check's result on its window, and challenges', fused."""
+        context = Context(head_challenge=any(isinstance(c, HeadChallenge)
+                                             for c in self.challenges))
+        checks = [c.result(list(self.values[c.name]), context) for c in self.pipeline.checks]
         checks += [c.result() for c in self.challenges]
-        return p.fusion.fuse(checks, self.frames_with_face)
+        return self.pipeline.fusion.fuse(checks, self.frames_with_face)
+
+    def verdict(self) -> Verdict:
+        """The verdict on the frames so far (at any time: a client may stop early)."""
+        if self.frames_with_face == 0:
+            return Verdict(None, 0)
+        challenge = ("failed" if self.challenge_failed else
+                     "unfinished" if self.challenges and not self.challenges_done else "")
+        return Verdict(self.result(), self.frames_with_face, challenge)

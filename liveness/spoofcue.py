@@ -6,10 +6,11 @@ Training drives the map to zero on live faces only; an auxiliary ResNet-18-famil
 judges (face + cue), and a triplet loss on the encoder's features pulls live faces together
 and pushes spoofs away. A spoof then shows a visible cue, a live face an empty one.
 
-Score = 1 - gain * mean(|cue|), clipped to [0, 1]; live when the score is above the threshold
-(0.96 by default). ``gain`` is fitted at calibration time (``train_spoofcue``), so the
-operating point chosen on leave-one-source-out scores lands exactly on 0.96; the registry
-stores it beside the threshold.
+Score = 1 - gain * mean(|cue|), clipped to [0, 1]; live when the score is at least the
+registry's threshold (the card's operating point, 0.96). ``gain`` is calibrated jointly with
+it (``training/train_spoofcue.py``, or ``facegate calibrate --model spoof_cue``, which refits
+the gain and keeps the threshold), so the operating point chosen on leave-one-source-out
+scores lands exactly on the threshold; the registry stores both.
 
 Input: the detector's square face crop at 64 px (the 112 px crop cache resized down), each
 image standardised per channel. 64 px keeps print and moire texture a 2-core CPU can train on
@@ -19,6 +20,7 @@ in minutes; 224 px would take hours per fold here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,13 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from facegate.liveness.detect import face_crop
+from facegate.liveness.checks import CropCheck
 from facegate.liveness.resnet import SmallResNet
 from facegate.liveness.runtime import inference_module
 from facegate.liveness.texture import to_tensor
-from facegate.liveness.types import CheckResult, Face, mean_score_result
 
-DEFAULT_THRESHOLD = 0.96
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
+
 CUE_INPUT_SIZE = 64
 
 
@@ -119,29 +122,41 @@ def cue_score(magnitude: np.ndarray | float, gain: float = 1.0) -> np.ndarray:
     return np.clip(1.0 - gain * np.asarray(magnitude, dtype=np.float64), 0.0, 1.0)
 
 
-class SpoofCueCheck:
-    """Per-frame spoof-cue score from the generator; the session averages it over the stream."""
+class SpoofCueCheck(CropCheck):
+    """Per-frame spoof-cue score from the generator; the session averages it over the stream.
 
-    name = "spoof_cue"
+    ``gain`` and ``threshold`` are calibrated together (registry ``calibrated_with``): a
+    threshold override at run time moves the operating point off the calibrated one.
+    """
 
-    def __init__(self, weights: str = "spoofcue", threshold: float | None = None,
-                 registry: Path | None = None, runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, load_state_dict
+    def __init__(self, weights: str = "spoof_cue", registry: Path | None = None,
+                 runtime: str = "onnx") -> None:
+        from facegate.weights import REGISTRY_PATH, entry
 
-        state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
-        self.entry = entry
-        self.input_size = entry.input_size
-        self.gain = float(entry.extra.get("cue_gain", 1.0))
-        self.threshold = float(entry.threshold if threshold is None else threshold)
-        width = int(entry.extra.get("arch_kwargs", {}).get("width", 16))
+        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> SpoofCueCheck:
+        check = cls.__new__(cls)
+        check._load(e, runtime)
+        return check
+
+    def _load(self, e: WeightsEntry, runtime: str) -> None:
+        from facegate.weights import load_entry_state
+
+        state = load_entry_state(e)
+        self.entry = e
+        self.name = e.name
+        self.required = bool(e.extra.get("required", True))
+        self.input_size = e.input_size
+        self.gain = float(e.extra.get("cue_gain", 1.0))
+        self.threshold = float(e.threshold)
+        width = int(e.extra.get("arch_kwargs", {}).get("width", 16))
         generator = SpoofCueGenerator(width)
         # Only the generator ships: the auxiliary classifier is a training device.
         generator.load_state_dict(state)
         self.generator = inference_module(
             generator, torch.zeros(1, 3, self.input_size, self.input_size), runtime)
-
-    def crop(self, face: Face) -> np.ndarray:
-        return face_crop(face, 112)
 
     def cue_maps(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 cue maps in [-1, 1] for (N, H, W, 3) uint8 RGB crops."""
@@ -151,17 +166,14 @@ class SpoofCueCheck:
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """Spoof-cue scores in [0, 1] for (N, H, W, 3) uint8 RGB face crops."""
+        if not len(crops):
+            return np.zeros(0)
         with torch.inference_mode():
             cue, _ = self.generator(to_tensor(crops, self.input_size, "per_image"))
             return cue_score(cue_magnitude(cue).numpy(), self.gain)
 
-    def score_face(self, face: Face) -> float:
-        return float(self.predict_crops(self.crop(face)[None])[0])
-
-    def result(self, scores: list[float]) -> CheckResult:
-        return mean_score_result(
-            self.name, scores, self.threshold, True,
-            lambda s: f"spoof cues drawn on the face (score {s:.3f} < {self.threshold:.2f})")
+    def failure(self, score: float) -> str:
+        return f"spoof cues drawn on the face (score {score:.3f} < {self.threshold:.2f})"
 
 
 def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float,

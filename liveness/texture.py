@@ -7,15 +7,18 @@ crop the server makes of a camera frame. Its output is P(live).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from facegate.liveness.detect import face_crop
+from facegate.liveness.checks import CropCheck
 from facegate.liveness.runtime import inference_module
-from facegate.liveness.types import CheckResult, Face, mean_score_result
+
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 MEAN, STD = 0.5, 0.5
 
@@ -82,45 +85,47 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-class TextureCheck:
+class TextureCheck(CropCheck):
     """Per-frame P(live) from a texture CNN; the session averages it over the stream."""
 
-    name = "texture_cnn"
-
-    def __init__(self, weights: str = "livenessnet", threshold: float | None = None,
-                 registry: Path | None = None, name: str | None = None,
+    def __init__(self, weights: str = "texture_cnn", registry: Path | None = None,
                  runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, load_state_dict
+        from facegate.weights import REGISTRY_PATH, entry
 
-        state, entry = load_state_dict(weights, registry or REGISTRY_PATH)
-        self.entry = entry
-        self.name = name or self.name
-        self.input_size = entry.input_size
-        self.crop_scale = float(entry.preprocessing.get("crop_scale", 1.0))
-        self.norm = entry.preprocessing.get("norm", "global")
-        self.threshold = float(entry.threshold if threshold is None else threshold)
-        kwargs = entry.extra.get("arch_kwargs", {})
-        model = build_texture_model(entry.extra.get("arch", "livenessnet"), self.input_size,
+        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> TextureCheck:
+        check = cls.__new__(cls)
+        check._load(e, runtime)
+        return check
+
+    def _load(self, e: WeightsEntry, runtime: str) -> None:
+        from facegate.weights import load_entry_state
+
+        state = load_entry_state(e)
+        self.entry = e
+        self.name = e.name
+        self.required = bool(e.extra.get("required", True))
+        self.input_size = e.input_size
+        self.crop_scale = float(e.preprocessing.get("crop_scale", 1.0))
+        self.norm = e.preprocessing.get("norm", "global")
+        self.threshold = float(e.threshold)
+        kwargs = e.extra.get("arch_kwargs", {})
+        model = build_texture_model(e.extra.get("arch", "livenessnet"), self.input_size,
                                     **kwargs)
         model.load_state_dict(state)
         self.model = inference_module(
             model, torch.zeros(1, 3, self.input_size, self.input_size), runtime)
 
-    def crop(self, face: Face) -> np.ndarray:
-        # Crops are cached at 112 px for training, then resized down: serve the same way.
-        return face_crop(face, 112, self.crop_scale)
-
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """P(live) for (N, H, W, 3) uint8 RGB face crops."""
+        if not len(crops):
+            return np.zeros(0)
         with torch.inference_mode():
             logits = self.model(to_tensor(crops, self.input_size, self.norm))
             return torch.softmax(logits, dim=1)[:, 1].numpy()
 
-    def score_face(self, face: Face) -> float:
-        return float(self.predict_crops(self.crop(face)[None])[0])
-
-    def result(self, scores: list[float]) -> CheckResult:
-        return mean_score_result(
-            self.name, scores, self.threshold, True,
-            lambda s: f"face texture looks like a print or screen ({s:.2f} < "
-                      f"{self.threshold:.2f})")
+    def failure(self, score: float) -> str:
+        return (f"face texture looks like a print or screen ({score:.2f} < "
+                f"{self.threshold:.2f})")

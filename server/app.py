@@ -37,21 +37,15 @@ class RunningServer:
 def load_authenticator(settings: Settings):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
     from facegate.liveness.pipeline import LivenessPipeline
-    from facegate.server.gallery import Gallery
+    from facegate.server.recognition import Gallery
     from facegate.server.sessions import Authenticator
 
-    pipeline = LivenessPipeline(settings.texture_weights, settings.texture_threshold,
-                                settings.detect_rotations, eye_weights=settings.eye_weights or None,
-                                iqa_weights=settings.iqa_weights or None,
-                                spoof_cue_weights=settings.spoof_cue_weights or None,
-                                spoof_cue_threshold=settings.spoof_cue_threshold,
-                                planarity_threshold=(settings.planarity_threshold
-                                                     if settings.planarity else None),
+    pipeline = LivenessPipeline(settings.check_names, settings.threshold_overrides,
+                                settings.fusion, decision_frames=settings.decision_frames,
+                                detect_rotations=settings.detect_rotations,
                                 redetect_every=settings.redetect_every,
-                                blink_weights=settings.blink_weights or None,
                                 threads=settings.torch_threads or None,
-                                runtime=settings.runtime,
-                                fusion_weights=settings.fusion_weights or None)
+                                runtime=settings.runtime)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

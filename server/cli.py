@@ -131,7 +131,9 @@ def cmd_cue(args) -> int:
     if not faces:
         print(json.dumps({"input": args.image, "faces": 0, "error": "no face found"}))
         return 2
-    check = SpoofCueCheck(args.model, args.threshold)
+    check = SpoofCueCheck(args.model)
+    if args.threshold is not None:
+        check.threshold = args.threshold
     crop = check.crop(faces[0])
     cue = check.cue_maps(crop[None])[0]
     score = float(check.predict_crops(crop[None])[0])
@@ -147,11 +149,23 @@ def cmd_cue(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from facegate.liveness.evaluate import evaluate_folder
+    from facegate.liveness.evaluate import crop_check, evaluate_folder
     from facegate.liveness.metrics import apcer_bpcer, eer, threshold_for_bpcer
     from facegate.weights import REGISTRY_PATH, read_registry, register
 
-    ev = evaluate_folder(args.data, args.model, progress=False)
+    registry = Path(args.registry) if args.registry else REGISTRY_PATH
+    entry = read_registry(registry)[args.model]
+    joint = list(entry.get("calibrated_with", []))
+    if joint and not args.refit:
+        raise ValueError(f"{args.model}'s threshold was calibrated jointly with "
+                         f"{', '.join(joint)}: --refit refits {', '.join(joint)} for the target "
+                         "and keeps the threshold")
+    check = crop_check(args.model)
+    if joint:
+        if joint != ["cue_gain"]:
+            raise ValueError(f"no refit known for {joint}")
+        check.gain = 1.0  # type: ignore[attr-defined]  # raw 1 - mean|cue|, to refit the gain
+    ev = evaluate_folder(args.data, args.model, progress=False, check=check)
     if args.eer:
         threshold, target = eer(ev.scores, ev.labels)[1], "eer"
     else:
@@ -164,10 +178,16 @@ def cmd_calibrate(args) -> int:
     out = {"model": args.model, "data": str(args.data), "target": target,
            "threshold": threshold, "apcer": round(apcer, 4),
            "bpcer": round(bpcer, 4), "n_live": ev.report.n_live, "n_spoof": ev.report.n_spoof}
+    if joint:
+        # Raw scores 1 - m: live when m <= 1 - t. The gain puts that magnitude on the
+        # registry's threshold: 1 - gain * m* = threshold.
+        magnitude = max(1.0 - threshold, 1e-6)
+        out["threshold"] = entry["threshold"]
+        out["cue_gain"] = round((1.0 - float(entry["threshold"])) / magnitude, 4)
     if args.write:
-        registry = Path(args.registry) if args.registry else REGISTRY_PATH
-        entry = read_registry(registry)[args.model]
         entry["threshold"] = out["threshold"]
+        if joint:
+            entry["cue_gain"] = out["cue_gain"]
         entry["calibration"] = {k: out[k] for k in ("data", "target", "apcer", "bpcer",
                                                       "n_live", "n_spoof")}
         register(args.model, entry, registry)
@@ -229,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images")
     ev.add_argument("--model", default="default",
                     help="'default' (the server's rule), 'fusion' (the opt-in fitted fusion), "
-                         "livenessnet, iqa_lda, spoofcue, or another registry name")
+                         "or a per-frame check's name: texture_cnn, iqa_lda, spoof_cue, ...")
     ev.add_argument("--threshold", type=float, default=None, help="default: the registry's")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--report", help="write ROC/DET PNGs and a markdown report here")
@@ -238,18 +258,21 @@ def parser() -> argparse.ArgumentParser:
     cu = sub.add_parser("cue", help="spoof-cue map of one image: face, cue and score as a PNG")
     cu.add_argument("image")
     cu.add_argument("--out", help="PNG to write (face | |cue| heat map | signed cue)")
-    cu.add_argument("--model", default="spoofcue")
+    cu.add_argument("--model", default="spoof_cue")
     cu.add_argument("--threshold", type=float, default=None, help="default: the registry's")
     cu.set_defaults(fn=cmd_cue)
 
     cal = sub.add_parser("calibrate", help="pick a model's threshold on a dev folder")
     cal.add_argument("--data", required=True)
-    cal.add_argument("--model", default="livenessnet")
+    cal.add_argument("--model", default="texture_cnn")
     goal = cal.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-bpcer", type=float, help="highest threshold with BPCER <= this")
     goal.add_argument("--eer", action="store_true", help="the equal-error threshold")
     cal.add_argument("--write", action="store_true", help="store it in the weights registry")
     cal.add_argument("--registry", help="registry.json to write (default: the package's)")
+    cal.add_argument("--refit", action="store_true",
+                     help="for a threshold calibrated jointly with another parameter (the "
+                          "spoof cue's gain): refit that parameter, keep the threshold")
     cal.set_defaults(fn=cmd_calibrate)
 
     sb = client_cmd("subjects", "list, get or delete enrolled subjects")

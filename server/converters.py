@@ -9,7 +9,7 @@ from facegate.liveness.pipeline import HINT_MESSAGES, FrameAnalysis
 from facegate.server import sessions as S
 from facegate.server.errors import InvalidInput
 from facegate.server.frames import FrameLimits, decode_encoded, decode_raw
-from facegate.server.gallery import Subject
+from facegate.server.recognition import Subject
 
 
 def session_config(msg: pb.SessionConfig) -> S.SessionConfig:

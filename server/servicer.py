@@ -111,16 +111,13 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             queue = (FrameQueue(frames, auth.settings.frame_queue)
                      if session.config.realtime else None)
             for frame in frames if queue is None else queue:
-                if queue is not None:
-                    session.frames_skipped = queue.skipped
                 image = C.frame_image(frame, self.limits, "frame")
-                for ev in session.on_frame(image, float(frame.timestamp_ms)):
+                skipped = queue.skipped if queue is not None else 0
+                for ev in session.on_frame(image, float(frame.timestamp_ms), skipped):
                     yield C.event(ev)
                 if session.done:
                     return
-            if queue is not None:
-                session.frames_skipped = queue.skipped
-            yield C.event(session.finish())
+            yield C.event(session.finish(queue.skipped if queue is not None else None))
         finally:
             watchdog.cancel()
             self._track(-1)

@@ -2,7 +2,8 @@
 
 :class:`Authenticator` owns the shared models and the gallery. An :class:`AuthSession` takes
 one stream's frames and emits progress, challenge prompts and, once, a :class:`Decision`.
-Recognition runs only after the liveness verdict is live.
+The liveness session decides when it has enough evidence; this module turns its verdict into
+a Decision and runs recognition, only after a live verdict.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from typing import Union
 
 import numpy as np
 
-from facegate.liveness.challenges import PROMPTS, SUPPORTED, random_sequence
-from facegate.liveness.pipeline import FrameAnalysis, LivenessPipeline
+from facegate.liveness.challenges import SUPPORTED, random_sequence
+from facegate.liveness.pipeline import ChallengePrompt, FrameAnalysis, LivenessPipeline
 from facegate.liveness.types import Face, LivenessResult
 from facegate.server.errors import AlreadyExists, InvalidInput, NotAllowed, TooMuchInput
-from facegate.server.gallery import Gallery, MatchResult, Subject, validate_subject_id
-from facegate.server.recognition import mean_template
+from facegate.server.recognition import (
+    Gallery,
+    MatchResult,
+    Subject,
+    mean_template,
+    validate_subject_id,
+)
 from facegate.server.settings import Settings
 
 MODES = ("IDENTIFY", "VERIFY", "LIVENESS_ONLY")
@@ -40,15 +46,6 @@ class SessionConfig:
     device_id: str = ""
     max_frames: int = 0
     realtime: bool = False  # skip frames the analysis has no time for (see FrameQueue)
-
-
-@dataclass(frozen=True)
-class ChallengePrompt:
-    kind: str
-    message: str
-    deadline_ms: int
-    index: int
-    total: int
 
 
 @dataclass(frozen=True)
@@ -200,8 +197,9 @@ class AuthSession:
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
         self.best = _BestFaces(template_frames, auth.pipeline.window)
         self.frames_received = 0
-        self.frames_skipped = 0  # set by the transport in realtime sessions
+        self.frames_skipped = 0  # frames the transport dropped in realtime sessions
         self.decision: Decision | None = None
+        self._ready = False
         self._t0 = time.monotonic()
         self._timeline0: float | None = None
 
@@ -217,55 +215,50 @@ class AuthSession:
             return client_ts - self._timeline0
         return (time.monotonic() - self._t0) * 1000.0
 
-    def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0) -> list[Event]:
-        """Analyse one frame; returns the events it causes (no decision, no limits)."""
-        now = self._now_ms(timestamp_ms)
-        a = self.liveness.analyze(frame, self.frames_received, now)
+    def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0
+             ) -> list[Event]:
+        """Analyse one frame; returns the events it causes (no decision, no limits).
+        ``skipped``: frames the transport has dropped so far in this stream."""
+        self.frames_skipped = skipped
+        step = self.liveness.step(frame, self._now_ms(timestamp_ms))
         self.frames_received += 1
-        self.liveness.add(a)
-        if a.face is not None and self.best.k:
-            self.best.add(a.face)
-        events: list[Event] = [a]
-        prompt = self.liveness.next_prompt(now)
-        if prompt is not None:
-            i, c = prompt
-            events.append(ChallengePrompt(c.state.kind, PROMPTS[c.state.kind],
-                                          c.state.deadline_ms, i, len(self.liveness.challenges)))
-        return events
+        self._ready = step.ready
+        if step.analysis.face is not None and self.best.k:
+            self.best.add(step.analysis.face)
+        return [step.analysis] if step.prompt is None else [step.analysis, step.prompt]
 
-    def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0) -> list[Event]:
+    def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0
+                 ) -> list[Event]:
         """Feed one frame; the returned events end with a Decision once one is reached."""
         if self.done:
             return []
-        events = self.feed(frame, timestamp_ms)
-        s = self.auth.settings
-        lv = self.liveness
-        if lv.challenge_failed:
-            events.append(self._decide())
-        elif lv.frames_with_face >= s.decision_frames and lv.challenges_done:
+        events = self.feed(frame, timestamp_ms, skipped)
+        if self._ready:
             events.append(self._decide())
         elif self.frames_received >= self.max_frames or \
-                time.monotonic() - self._t0 > s.session_timeout_s:
+                time.monotonic() - self._t0 > self.auth.settings.session_timeout_s:
             events.append(self._decide(timed_out=True))
         return events
 
-    def finish(self) -> Decision:
+    def finish(self, skipped: int | None = None) -> Decision:
         """The decision when the client stops sending: judged on the frames received."""
+        if skipped is not None:
+            self.frames_skipped = skipped
         if self.decision is None:
             self._decide()
         assert self.decision is not None
         return self.decision
 
     def _decide(self, timed_out: bool = False) -> Decision:
-        lv = self.liveness
-        result = lv.result() if lv.frames_with_face else None
+        verdict = self.liveness.verdict()
+        result = verdict.result
         live = bool(result and result.live)
         reasons: tuple[str, ...] = result.reasons if result else ()
         match = None
-        if lv.frames_with_face == 0:
+        if result is None:
             outcome, reasons = ("TIMEOUT" if timed_out else "NO_FACE"), ("no face in any frame",)
-        elif lv.challenge_failed or (lv.challenges and not lv.challenges_done):
-            outcome, live = ("TIMEOUT" if timed_out and not lv.challenge_failed
+        elif verdict.challenge:
+            outcome, live = ("TIMEOUT" if timed_out and verdict.challenge == "unfinished"
                              else "CHALLENGE_FAILED"), False
         elif not live:
             outcome = "REJECTED_SPOOF"
@@ -291,6 +284,6 @@ class AuthSession:
                            f"{match.threshold:.3f}",)
         self.decision = Decision(
             outcome, live, result, match, tuple(reasons), self.frames_received,
-            lv.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,
+            verdict.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,
             self.frames_skipped)
         return self.decision

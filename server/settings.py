@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
+
+from facegate.liveness.checks import DEFAULT_CHECKS, parse_names, parse_thresholds
 
 # Default match threshold: dlib 128-d templates match when their euclidean distance is under
 # 0.6 (face_recognition's documented tolerance); scripts/match_threshold.py measures it on
@@ -37,21 +38,16 @@ class Settings:
     decision_frames: int = 8
     challenge_deadline_ms: int = 5000
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
-    texture_weights: str = "livenessnet"
-    texture_threshold: float | None = None  # None: the registry's calibrated threshold
-    eye_weights: str = "eyenet"  # "" turns the both-eyes-closed rule off
-    blink_weights: str = "blink_knn"  # "" judges passive blinks by the EAR-dip rule
-    iqa_weights: str = "iqa_lda"  # "" turns the image-quality check off
-    spoof_cue_weights: str = "spoofcue"  # "" turns the spoof-cue generator off
-    spoof_cue_threshold: float | None = None  # None: the registry's (0.96)
-    # "" (default): texture CNN and IQA each required at its own threshold. "fusion": the
-    # fitted fusion of the two instead (weights/cards/fusion.md: fewer live users rejected,
-    # more attacks accepted; it accepts the hm_lestari15 replay clip the default rejects).
-    fusion_weights: str = ""
-    # Landmark-parallax check: judged when the head moves, required when a head challenge
-    # was asked (bench/planarity.py measures the threshold).
-    planarity: bool = True
-    planarity_threshold: float = 0.62
+    # Liveness checks by registry name, in the order the Decision reports them; drop a name
+    # to turn a check off (weights/registry.json holds each one's weights and threshold).
+    checks: str = ",".join(DEFAULT_CHECKS)
+    # Run-time threshold overrides, "NAME=VALUE,...": the registry's calibrated ones are
+    # used otherwise (the spoof cue's is calibrated with its gain: see facegate calibrate).
+    thresholds: str = ""
+    # "" (default): every required check at its own threshold. "fusion": the fitted fusion of
+    # texture CNN and IQA instead (weights/cards/fusion.md: fewer live users rejected, more
+    # attacks accepted; it accepts the hm_lestari15 replay clip the default rejects).
+    fusion: str = ""
     # Challenges: the client's list is asked in a random order; when it asks none, the server
     # draws this many distinct ones from the pool (0: passive liveness only).
     random_challenges: int = 0
@@ -78,8 +74,12 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @property
-    def db_path(self) -> Path:
-        return Path(self.db)
+    def check_names(self) -> tuple[str, ...]:
+        return parse_names(self.checks)
+
+    @property
+    def threshold_overrides(self) -> dict[str, float]:
+        return parse_thresholds(self.thresholds)
 
 
 def _parse(f: dataclasses.Field, raw: str):

@@ -53,7 +53,7 @@ def test_blink_check_and_challenge():
 
 
 def test_blink_labels_need_reopening():
-    from facegate.liveness.train_blink import blink_labels
+    from training.train_blink import blink_labels
 
     p = np.array([[0.9] * 10,                                       # open throughout
                   [0.9, 0.9, 0.1, 0.2, 0.9] + [0.9] * 5,            # closed, then open again
@@ -93,7 +93,7 @@ def test_trained_blink_knn_separates_a_dip_from_open_eyes():
 def test_blink_training_smoke():
     """windows() + evaluate() on small made-up clips: the trainer's steps without the data."""
     from facegate.liveness.data import LIVE, SPOOF
-    from facegate.liveness.train_blink import evaluate, windows
+    from training.train_blink import evaluate, windows
 
     rng = np.random.default_rng(1)
 

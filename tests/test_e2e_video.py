@@ -141,7 +141,7 @@ def test_second_replay_is_rejected_by_image_quality(client):
 
 
 def test_opt_in_fusion_trades_attacks_for_live_users(server):
-    """``fusion_weights="fusion"``: texture CNN and IQA fused by the fitted logistic (one
+    """``fusion="fusion"``: texture CNN and IQA fused by the fitted logistic (one
     ``fusion`` check decides for both; the spoof cue still on its own). It rejects fewer live
     users and accepts more attacks than the default: the hm_lestari15 replay, which the
     default rejects on image quality, passes it (weights/cards/fusion.md)."""
@@ -152,7 +152,7 @@ def test_opt_in_fusion_trades_attacks_for_live_users(server):
 
     auth = server.servicer.auth
     assert not isinstance(auth.pipeline.fusion, LearnedFusion)  # the default
-    pipe = LivenessPipeline(fusion_weights="fusion")
+    pipe = LivenessPipeline(fusion="fusion")
     assert isinstance(pipe.fusion, LearnedFusion)
     fused = Authenticator(auth.settings, pipe, auth.gallery)
     limits = FrameLimits(10**8, 10**8)

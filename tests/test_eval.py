@@ -46,32 +46,32 @@ def test_calibrate_writes_a_threshold_that_meets_its_target(tmp_path):
     reg = tmp_path / "registry.json"
     shutil.copy(REGISTRY_PATH, reg)
     data = str(DATA / "pad" / "hm_alexcamargo")
-    out = _run("calibrate", "--data", data, "--model", "livenessnet", "--target-bpcer", "0.05",
+    out = _run("calibrate", "--data", data, "--model", "texture_cnn", "--target-bpcer", "0.05",
                "--write",
                "--registry", str(reg))
     assert out["bpcer"] <= 0.05 and out["written_to"] == str(reg)
-    written = json.loads(reg.read_text())["livenessnet"]
+    written = json.loads(reg.read_text())["texture_cnn"]
     assert written["threshold"] == out["threshold"]
     assert written["calibration"]["target"] == "bpcer<=0.05"
     # The package's own registry is untouched.
-    assert json.loads(REGISTRY_PATH.read_text())["livenessnet"]["threshold"] == 0.43
-    assert (WEIGHTS_DIR / "livenessnet.safetensors").exists()
-    check = _run("eval", "--data", data, "--model", "livenessnet", "--threshold",
+    assert json.loads(REGISTRY_PATH.read_text())["texture_cnn"]["threshold"] == 0.43
+    assert (WEIGHTS_DIR / "texture_cnn.safetensors").exists()
+    check = _run("eval", "--data", data, "--model", "texture_cnn", "--threshold",
                  str(out["threshold"]), "--json")
     assert check["bpcer"] <= 0.05
 
 
 def test_eval_each_model_and_the_default_rule():
     data = str(DATA / "pad" / "hm_balveer")
-    singles = ("spoofcue", "livenessnet", "iqa_lda")
+    singles = ("spoof_cue", "texture_cnn", "iqa_lda")
     outs = {m: _run("eval", "--data", data, "--model", m, "--json")
             for m in ("default",) + singles}
     assert outs["default"]["threshold"] == 0.5
-    assert outs["livenessnet"]["threshold"] == 0.43
-    assert outs["spoofcue"]["threshold"] == 0.96
+    assert outs["texture_cnn"]["threshold"] == 0.43
+    assert outs["spoof_cue"]["threshold"] == 0.96
     for o in outs.values():
         assert o["n_live"] == 25 and o["n_spoof"] == 26 and 0 <= o["acer"] <= 1
     # The rule needs the spoof cue on its own (texture and IQA are fused): it never accepts
     # an attack the cue rejects, nor a live face the cue rejects.
-    assert outs["default"]["apcer"] <= outs["spoofcue"]["apcer"]
-    assert outs["default"]["bpcer"] >= outs["spoofcue"]["bpcer"]
+    assert outs["default"]["apcer"] <= outs["spoof_cue"]["apcer"]
+    assert outs["default"]["bpcer"] >= outs["spoof_cue"]["bpcer"]

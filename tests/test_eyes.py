@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from facegate.liveness.data import EyeDataset
 from facegate.liveness.eyes import EyeStateCheck
+from training.datasets import EyeDataset
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_eye_state_is_in_every_decision(server, client):
 def test_rule_is_reported_not_deciding_until_it_stops_rejecting_live_faces(check):
     from facegate.weights import entry
 
-    m = entry("eyenet").metrics
+    m = entry("eye_state").metrics
     assert check.required == (m["live_faces_both_closed_mean_rate"] < 0.02)
     r = check.result([(0.05, 0.1)] * 8)
     assert not r.passed and r.required == check.required

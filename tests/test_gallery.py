@@ -5,8 +5,7 @@ import pytest
 
 from facegate.liveness.detect import FaceDetector, load_image
 from facegate.server.errors import AlreadyExists, InvalidInput, NotFound
-from facegate.server.gallery import Gallery
-from facegate.server.recognition import face_template
+from facegate.server.recognition import Gallery, face_template
 from facegate.server.settings import DEFAULT_MATCH_THRESHOLD
 
 from .conftest import IDENTITY

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facegate.liveness import data as D
 from facegate.liveness.iqa import FEATURES, IQACheck, crop_measures, quality_features
+from training import datasets as D
 
 
 def f(x: np.ndarray) -> dict:

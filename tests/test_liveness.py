@@ -65,29 +65,30 @@ def test_crops_and_hints(detector):
 
 
 def test_registered_weights_verify_and_tamper_is_caught(tmp_path):
-    e = entry("livenessnet")
+    e = entry("texture_cnn")
     assert sha256_file(e.path) == e.sha256 and e.input_size > 0 and 0 < e.threshold < 1
     assert e.license and e.data and e.metrics
-    state, _ = load_state_dict("livenessnet")
+    state, _ = load_state_dict("texture_cnn")
     assert all(v.dtype == torch.float32 for v in state.values())
     reg = tmp_path / "registry.json"
     shutil.copy(e.path, tmp_path / e.file)
     raw = json.loads((e.registry_dir / "registry.json").read_text())
-    raw["livenessnet"]["sha256"] = "0" * 64
+    raw["texture_cnn"]["sha256"] = "0" * 64
     reg.write_text(json.dumps(raw))
     with pytest.raises(WeightsError, match="does not match"):
-        load_state_dict("livenessnet", reg)
+        load_state_dict("texture_cnn", reg)
 
 
 @pytest.mark.slow
 def test_training_smoke(tmp_path):
     """A few real training steps on one small source, written and loaded like the real thing."""
-    from facegate.liveness import data as D
     from facegate.liveness.texture import TextureCheck
-    from facegate.liveness.train_texture import TrainConfig, _select, train, write_weights
+    from training import datasets as D
+    from training.common import select
+    from training.train_texture import TrainConfig, train, write_weights
 
     sets = {"hm_balveer": D.source_crops("hm_balveer")}
-    crops, labels, w = _select(sets, lambda s: True)
+    crops, labels, w = select(sets, lambda s: True)
     assert set(labels) == {0, 1}
     cfg = TrainConfig(epochs=1, batch_size=16)
     model = train(crops, labels, w, cfg, log=False)
@@ -130,8 +131,7 @@ def test_session_searches_the_whole_frame_every_n_frames():
     from facegate.liveness.pipeline import LivenessPipeline
     from facegate.server.frames import FrameLimits, decode_encoded
 
-    pipe = LivenessPipeline(spoof_cue_weights=None, iqa_weights=None, eye_weights=None,
-                            redetect_every=4)
+    pipe = LivenessPipeline(("texture_cnn", "blink", "planarity"), redetect_every=4)
     session = pipe.session()
     limits = FrameLimits(10**8, 10**8)
     tracked = []
@@ -151,8 +151,7 @@ def test_sessions_set_torch_threads_on_their_own_thread():
 
     from facegate.liveness.pipeline import LivenessPipeline
 
-    pipe = LivenessPipeline(spoof_cue_weights=None, iqa_weights=None, eye_weights=None,
-                            threads=1)
+    pipe = LivenessPipeline(("texture_cnn", "blink", "planarity"), threads=1)
     seen = []
 
     def worker():

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from facegate.liveness.spoofcue import (
-    DEFAULT_THRESHOLD,
-    SpoofCueCheck,
-    SpoofCueNet,
-    cue_score,
-)
-from facegate.liveness.train_spoofcue import batch_hard_triplet, calibrate_gain
+from facegate.liveness.spoofcue import SpoofCueCheck, SpoofCueNet, cue_score
+from training.train_spoofcue import OPERATING_POINT, batch_hard_triplet, calibrate_gain
 
 from .conftest import IDENTITY, VIDEOS
 
@@ -40,9 +35,9 @@ def test_score_and_calibration_by_hand():
            "b": (np.array([0.002, 0.009, 0.03, 0.06]), np.array([1, 1, 0, 0]))}
     gain, m_star, acer = calibrate_gain(oof)
     assert acer == 0.0 and 0.009 <= m_star < 0.03
-    assert np.isclose(cue_score(m_star, gain), DEFAULT_THRESHOLD)
+    assert np.isclose(cue_score(m_star, gain), OPERATING_POINT)
     for m, y in oof.values():
-        assert ((cue_score(m, gain) >= DEFAULT_THRESHOLD) == (y == 1)).all()
+        assert ((cue_score(m, gain) >= OPERATING_POINT) == (y == 1)).all()
 
 
 def test_triplet_loss():
@@ -60,7 +55,7 @@ def check():
 
 def test_committed_weights_are_registered(check):
     e = check.entry
-    assert e.input_size == 64 and e.threshold == DEFAULT_THRESHOLD and check.gain > 0
+    assert e.input_size == 64 and e.threshold == OPERATING_POINT and check.gain > 0
     assert e.preprocessing["norm"] == "per_image"
     assert "research-grade" in e.license
     assert {"loso_mean_acer_at_0.96", "pooled_test"} <= e.metrics.keys()
@@ -101,8 +96,8 @@ def test_cue_command_writes_the_picture(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["faces"] == 1 and res["threshold"] == DEFAULT_THRESHOLD
-    assert 0 <= res["score"] <= 1 and res["live"] == (res["score"] >= DEFAULT_THRESHOLD)
+    assert res["faces"] == 1 and res["threshold"] == OPERATING_POINT
+    assert 0 <= res["score"] <= 1 and res["live"] == (res["score"] >= OPERATING_POINT)
     img = cv2.imread(str(out))
     assert img is not None and img.shape == (192 + 36, 3 * 192, 3)  # face | |cue| | cue, banner
     blank = tmp_path / "blank.png"
@@ -115,16 +110,16 @@ def test_cue_command_writes_the_picture(tmp_path):
 @pytest.mark.slow
 def test_training_smoke(tmp_path):
     """A few real steps on one small source, written and loaded like the shipped weights."""
-    from facegate.liveness import data as D
-    from facegate.liveness.train_spoofcue import CueConfig, train, write_weights
-    from facegate.liveness.train_texture import _select
+    from training import datasets as D
+    from training.common import select
+    from training.train_spoofcue import CueConfig, train, write_weights
 
     sets = {"hm_balveer": D.source_crops("hm_balveer")}
-    crops, labels, w = _select(sets, lambda s: True)
+    crops, labels, w = select(sets, lambda s: True)
     cfg = CueConfig(epochs=1, steps_per_epoch=3, batch_size=16)
     model = train(crops, labels, w, cfg, log=False)
     path = write_weights(model, tmp_path, cfg, 2.5, {"note": "smoke"}, probe=crops[:8])
     loaded = SpoofCueCheck(registry=tmp_path / "registry.json")
     s = loaded.predict_crops(crops[:4])
     assert path.exists() and s.shape == (4,) and np.all((s >= 0) & (s <= 1))
-    assert loaded.gain == 2.5 and loaded.threshold == DEFAULT_THRESHOLD
+    assert loaded.gain == 2.5 and loaded.threshold == OPERATING_POINT

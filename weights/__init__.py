@@ -25,8 +25,8 @@ class WeightsError(RuntimeError):
 @dataclass(frozen=True)
 class WeightsEntry:
     name: str
-    file: str
-    sha256: str
+    file: str | None  # None: an algorithm with parameters in the entry only (no file)
+    sha256: str | None
     architecture: str
     input_size: int
     preprocessing: dict[str, Any]
@@ -40,6 +40,8 @@ class WeightsEntry:
 
     @property
     def path(self) -> Path:
+        if self.file is None:
+            raise WeightsError(f"registry entry {self.name!r} has no weights file")
         return self.registry_dir / self.file
 
 
@@ -68,25 +70,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_entry(name: str, registry: Path = REGISTRY_PATH) -> WeightsEntry:
-    """The registry entry of ``name`` after checking its file exists and its sha256 matches."""
-    e = entry(name, registry)
+def verify(e: WeightsEntry) -> WeightsEntry:
+    """``e`` after checking its file exists and its sha256 matches (entries without a file
+    pass as they are)."""
+    if e.file is None:
+        return e
     if not e.path.exists():
-        raise WeightsError(f"weights file {e.path} for {name!r} is missing")
+        raise WeightsError(f"weights file {e.path} for {e.name!r} is missing")
     digest = sha256_file(e.path)
     if digest != e.sha256:
         raise WeightsError(f"{e.path.name}: sha256 {digest} does not match registry {e.sha256}")
     return e
 
 
+def verified_entry(name: str, registry: Path = REGISTRY_PATH) -> WeightsEntry:
+    """The registry entry of ``name`` after checking its file exists and its sha256 matches."""
+    return verify(entry(name, registry))
+
+
+def load_entry_state(e: WeightsEntry) -> dict[str, Any]:
+    """The float32 tensors of entry ``e``'s safetensors file, hash verified."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(verify(e).path))
+    return {k: v.float() for k, v in tensors.items()}
+
+
 def load_state_dict(name: str, registry: Path = REGISTRY_PATH
                     ) -> tuple[dict[str, Any], WeightsEntry]:
     """The float32 tensors of weights ``name`` and their registry entry, hash verified."""
-    from safetensors.torch import load_file
-
-    e = verified_entry(name, registry)
-    tensors = load_file(str(e.path))
-    return {k: v.float() for k, v in tensors.items()}, e
+    e = entry(name, registry)
+    return load_entry_state(e), e
 
 
 def register(name: str, values: dict[str, Any], path: Path = REGISTRY_PATH) -> None:

@@ -1,6 +1,6 @@
 """Train the eye open/closed CNN on ../shared/data/eyes/pheepa, and measure the rule on faces.
 
-    python -m facegate.liveness.train_eyes [--epochs 15]
+    python -m training.train_eyes [--epochs 15]
 
 Held-out split: one block of ten neighbouring images in five (neighbours can be the same
 person). Then the check as the server runs it (MTCNN landmarks -> eye crops -> both closed?)
@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from facegate.liveness import data as D
 from facegate.liveness.eyes import EYE_SIZE, build_eyenet, eyes_to_tensor
-
-ROOT = Path(__file__).resolve().parent.parent
+from training import datasets as D
+from training.common import WEIGHTS_OUT, write_safetensors
 
 
 def _gray(path: Path) -> np.ndarray:
@@ -112,7 +111,7 @@ def card_markdown(e: dict) -> str:
     h = m["held_out"]
     rows = "\n".join(f"| {k} | {v['faces']} | {v['both_closed']} | {v['rate']} |"
                      for k, v in m["live_faces_both_closed"].items())
-    return f"""# Model card: eyenet (eye open/closed)
+    return f"""# Model card: eye_state (eye open/closed)
 
 {e["architecture"]}. Input: 24x24 grayscale eye crop, standardised per image. Output P(open).
 Trained from scratch: `{e["train_command"]}`.
@@ -142,12 +141,11 @@ until eye crops at gate resolution train it; the fusion layer can weigh it.
 
 
 def main(argv: list[str] | None = None) -> None:
-    from facegate.liveness.train_texture import write_safetensors
     from facegate.weights import register_with_card, sha256_file
 
-    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_eyes")
+    ap = argparse.ArgumentParser(prog="python -m training.train_eyes")
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--out", type=Path, default=ROOT / "weights")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     crops, labels, test = load_eyes()
@@ -162,10 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(held_out), flush=True)
     faces = live_face_closed_rate(model, threshold, scale)
     print(json.dumps(faces), flush=True)
-    path = args.out / "eyenet.safetensors"
+    path = args.out / "eye_state.safetensors"
     write_safetensors(model, path)
     rates = [v["rate"] for v in faces.values() if v["rate"] is not None]
-    register_with_card("eyenet", {
+    register_with_card("eye_state", {
         "file": path.name, "sha256": sha256_file(path),
         "architecture": "SmallResNet(in_channels=1, widths=(16,32,64,128), blocks=(2,2,2,2)): "
                         "ResNet-18 layout, 3x3 stride-1 stem, no max-pool",
@@ -177,12 +175,13 @@ def main(argv: list[str] | None = None) -> None:
         # Reported, not deciding: on live pad faces the rule flags 0-72% (mean ~25%) as
         # closed-eyed (small, squinting faces); fusion can weigh it instead.
         "required": False,
+        "check": "facegate.liveness.eyes:EyeStateCheck",
         "metrics": {"held_out": held_out, "live_faces_both_closed": faces,
                     "live_faces_both_closed_mean_rate": round(float(np.mean(rates)), 4)},
         "data": "../shared/data/eyes/pheepa (CEW-style 24x24 crops), 4/5 of neighbour blocks",
         "license": "Code MIT. Weights trained on a research eye-crop set without a licence "
                    "(pheepa/closed-eye-classification, CEW-style): research-grade.",
-        "train_command": f"python -m facegate.liveness.train_eyes --epochs {args.epochs}",
+        "train_command": f"python -m training.train_eyes --epochs {args.epochs}",
     }, args.out, card_markdown)
     print("->", path)
 

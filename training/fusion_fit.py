@@ -1,6 +1,6 @@
 """Fit the learned fusion layer on the checks' leave-one-source-out (out-of-fold) scores.
 
-    python -m facegate.liveness.fusion_fit    # -> weights/fusion.json + cards/fusion.md
+    python -m training.fusion_fit    # -> weights/fusion.json + cards/fusion.md
 
 Inputs are the out-of-fold scores each check's LOSO run stored in weights/cards/<name>.json,
 so the fusion never sees a score from a model that trained on that sample's group. The fusion
@@ -28,15 +28,15 @@ import numpy as np
 
 from facegate.liveness.fusion import logit
 from facegate.liveness.metrics import apcer_bpcer, pad_report
+from training.common import WEIGHTS_OUT, mean_group_acer_threshold
 
-ROOT = Path(__file__).resolve().parent.parent
-CHECKS = ("spoofcue", "livenessnet", "iqa_lda", "resnet18_texture")
+CHECKS = ("spoof_cue", "texture_cnn", "iqa_lda", "resnet18_texture")
 # The server's default rule: every one of these must pass at its deployed threshold.
-DEFAULT_RULE = ("spoofcue", "livenessnet", "iqa_lda")
-# Learned fusions: these checks (registry name -> the server's check name) fused, GATE
+DEFAULT_RULE = ("spoof_cue", "texture_cnn", "iqa_lda")
+# Learned fusions: these checks fused, GATE
 # required at its own threshold.
-FUSED = {"livenessnet": "texture_cnn", "iqa_lda": "iqa_lda"}
-GATE = "spoofcue"
+FUSED = ("texture_cnn", "iqa_lda")
+GATE = "spoof_cue"
 # What the server's LearnedFusion computes from the margins.
 DEPLOYABLE = "logistic over the margins + weakest"
 
@@ -90,7 +90,6 @@ def learned_fusion(oof: dict, cols: list[int], gate: int | None, thrs: np.ndarra
                    model: str) -> dict:
     """Leave-one-group-out evaluation of one fusion of the checks ``cols`` (the check
     ``gate``, if any, required at its own threshold), and its fit on every group."""
-    from facegate.liveness.train_texture import mean_group_acer_threshold
 
     names = sorted(oof)
     feats = {g: fusion_inputs(oof[g][0][:, cols], thrs[cols], kind) for g in names}
@@ -121,10 +120,9 @@ def learned_fusion(oof: dict, cols: list[int], gate: int | None, thrs: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> None:
-    from facegate.liveness.train_texture import mean_group_acer_threshold
 
-    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.fusion_fit")
-    ap.add_argument("--out", type=Path, default=ROOT / "weights")
+    ap = argparse.ArgumentParser(prog="python -m training.fusion_fit")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
     args = ap.parse_args(argv)
     checks = tuple(c for c in CHECKS if (args.out / "cards" / f"{c}.json").exists())
     oof = load_oof(args.out / "cards", checks)
@@ -187,8 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         m = gated[top]["model"]
         deployed = {
             "fusion": top,
-            "inputs": {FUSED[c]: {"weights": c, "threshold": float(thrs[checks.index(c)])}
-                       for c in FUSED},
+            "inputs": {c: {"threshold": float(thrs[checks.index(c)])} for c in FUSED},
             "features": "logit(s) - logit(t) of each input, then their minimum",
             "coef": [float(v) for v in m.coef_[0]], "intercept": float(m.intercept_[0]),
             "threshold": gated[top]["threshold"],
@@ -214,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "loso_mean_acer_nested")}
                             for k, v in learned.items()},
         "deployed": deployed,
-        "fit_command": "python -m facegate.liveness.fusion_fit",
+        "fit_command": "python -m training.fusion_fit",
     }
     path = args.out / "fusion.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -233,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                     "weights/cards/<check>.json",
             "license": "Code MIT. Fitted on scores of research data mostly without licence: "
                        "research-grade.",
-            "train_command": "python -m facegate.liveness.fusion_fit",
+            "train_command": "python -m training.fusion_fit",
         }, args.out / "registry.json")
     cols = ("n_live", "n_spoof", "apcer", "bpcer", "acer", "eer", "auc")
     md = ["# Fusion: logistic regression over the checks' logits", "",
@@ -277,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             *[apcer_bpcer((v_[:, rule_cols] >= thrs[rule_cols]).all(axis=1).astype(float), y_,
                           0.5) for v_, y_ in oof.values()]))
         md += ["", "**Fitted for the server** (registry entry `fusion`, opt-in with "
-               f"`FACEGATE_FUSION_WEIGHTS=fusion`; not the default): P(live) = "
+               f"`FACEGATE_FUSION=fusion`; not the default): P(live) = "
                f"sigmoid({', '.join(f'{v:.4f}' for v in deployed['coef'])} . [texture margin, "
                f"IQA margin, the smaller] + {deployed['intercept']:.4f}), live at "
                f"{deployed['threshold']}, margins against texture "
@@ -294,8 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         md += ["", "No learned fusion beats the AND rule here: the server keeps it."]
     md += ["", "Without the spoof cue the weakest-margin logistic reaches "
            f"{free['loso_mean_acer']} (nested {free['loso_mean_acer_nested']}), about the "
-           f"texture AND IQA rule's {rules.get('livenessnet AND iqa_lda')}.", "",
-           "Re-run: `python -m facegate.liveness.fusion_fit` (after the checks' LOSO runs)."]
+           f"texture AND IQA rule's {rules.get('texture_cnn AND iqa_lda')}.", "",
+           "Re-run: `python -m training.fusion_fit` (after the checks' LOSO runs)."]
     (args.out / "cards" / "fusion.md").write_text("\n".join(md) + "\n")
     print(json.dumps({k: result[k] for k in ("coef", "intercept", "threshold",
                                              "loso_mean_acer_at_threshold",

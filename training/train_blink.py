@@ -1,6 +1,6 @@
 """Train the eye-movement blink KNN on the shared clips: NUAA's frame sequences and the videos.
 
-    python -m facegate.liveness.train_blink        # -> weights/blink_knn.safetensors + card
+    python -m training.train_blink        # -> weights/blink.safetensors + card
 
 Per frame, what the server computes: MTCNN face, face_recognition's 68 landmarks -> eye
 aspect ratio (EAR, height / width), and the eye-state CNN's P(open) of both eyes. Windows of
@@ -35,7 +35,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegate.liveness import data as D
 from facegate.liveness.blink import (
     BLINK_DEPTH,
     BLINK_WINDOW,
@@ -46,8 +45,9 @@ from facegate.liveness.blink import (
     face_points68,
 )
 from facegate.liveness.metrics import auc
+from training import datasets as D
+from training.common import WEIGHTS_OUT
 
-ROOT = Path(__file__).resolve().parent.parent
 VIDEO_STEPS = (1, 2, 3)
 CACHE_VERSION = "blink-v1"
 
@@ -228,7 +228,7 @@ def card_markdown(e: dict) -> str:
               f"({kn['n_live_nuaa_clips']}) |")
     vids = "\n".join(f"| {k} | {v['windows']} | {v['labelled_blink']} | {v['knn_called_blink']} "
                      f"| {v['rule_called_blink']} |" for k, v in m["videos"].items())
-    return f"""# Model card: blink_knn (eye-movement blink classifier)
+    return f"""# Model card: blink (eye-movement blink classifier)
 
 {e["architecture"]}. Trained: `{e["train_command"]}`.
 
@@ -268,9 +268,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from facegate.weights import register_with_card, sha256_file
 
-    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_blink")
+    ap = argparse.ArgumentParser(prog="python -m training.train_blink")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "weights")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
     args = ap.parse_args(argv)
     root = D.default_data_root()
     t = time.time()
@@ -281,9 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate(w, args.k)
     print(json.dumps({k: v for k, v in metrics.items() if k != "videos"}, indent=2), flush=True)
     model = BlinkKNN(w["ears"], w["labels"], args.k)
-    path = args.out / "blink_knn.safetensors"
+    path = args.out / "blink.safetensors"
     save_file({k: np.ascontiguousarray(v) for k, v in model.state().items()}, str(path))
-    register_with_card("blink_knn", {
+    register_with_card("blink", {
         "file": path.name, "sha256": sha256_file(path),
         "architecture": f"KNN (scikit-learn, k={args.k}, distance-weighted) over windows of "
                         f"{BLINK_WINDOW} eye-aspect ratios divided by the window's 80th "
@@ -293,12 +293,13 @@ def main(argv: list[str] | None = None) -> None:
                                  "both eyes' (|p2-p6| + |p3-p5|) / (2 |p1-p4|)",
                           "window": f"{BLINK_WINDOW} consecutive face frames"},
         "threshold": 0.5, "required": False,
+        "check": "facegate.liveness.blink:BlinkCheck",
         "metrics": metrics,
         "data": "../shared/data/pad/nuaa frame sequences (all clips, live and printed photo) "
-                "and ../shared/data/videos (every 1st/2nd/3rd frame); labels from eyenet",
+                "and ../shared/data/videos (every 1st/2nd/3rd frame); labels from eye_state",
         "license": "Code MIT. Fitted on research data without a clear licence (NUAA, hobby "
                    "clips): research-grade.",
-        "train_command": f"python -m facegate.liveness.train_blink --k {args.k}",
+        "train_command": f"python -m training.train_blink --k {args.k}",
     }, args.out, card_markdown)
     print("->", path, f"({path.stat().st_size} bytes)")
 

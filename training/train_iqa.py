@@ -1,8 +1,8 @@
 """Fit and evaluate the IQA + LDA liveness model on ../shared/data/pad.
 
-    python -m facegate.liveness.train_iqa     # LOSO table, final model, weights + card
+    python -m training.train_iqa     # LOSO table, final model, weights + card
 
-Same protocols as the texture CNN (see facegate.liveness.train_texture): leave-one-source-out
+Same protocols as the texture CNN (see training.common): leave-one-source-out
 over source groups (NUAA: official test list), threshold minimising the mean per-group ACER
 of the out-of-fold scores, final model on the train parts, intra-source test splits.
 """
@@ -16,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.liveness import data as D
 from facegate.liveness.iqa import FEATURES, IQAModel, crop_measures
 from facegate.liveness.metrics import pad_report
-from facegate.liveness.train_texture import (
+from training import datasets as D
+from training.common import (
     EVAL_ONLY,
+    WEIGHTS_OUT,
     card_markdown,
     mean_group_acer_threshold,
     split_of,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def measures(sets: dict[str, D.CropSet]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -74,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from facegate.weights import register, sha256_file
 
-    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_iqa")
-    ap.add_argument("--out", type=Path, default=ROOT / "weights")
+    ap = argparse.ArgumentParser(prog="python -m training.train_iqa")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
     args = ap.parse_args(argv)
     t = time.time()
     sets = {s: D.source_crops(s) for s in D.pad_sources()}
@@ -125,22 +124,20 @@ def main(argv: list[str] | None = None) -> None:
         # Required: with the texture CNN, both must pass (the AND rule had the lowest LOSO
         # mean ACER of the rules in weights/cards/fusion.md).
         "threshold": thr, "required": True,
+        "check": "facegate.liveness.iqa:IQACheck",
         "metrics": {"loso_mean_acer_at_0.5": lo["mean_acer_at_0.5"],
                     "loso_mean_acer_at_threshold": thr_acer,
                     "nuaa_official_test": intra.get("nuaa"),
                     "pooled_test": report["final"]["pooled_test"]},
-        "data": "../shared/data/pad, same splits as livenessnet",
+        "data": "../shared/data/pad, same splits as texture_cnn",
         "license": "Code MIT. Fitted on research data mostly without licence: research-grade.",
-        "train_command": "python -m facegate.liveness.train_iqa",
+        "train_command": "python -m training.train_iqa",
     }, args.out / "registry.json")
     card = args.out / "cards" / "iqa_lda.json"
     card.write_text(json.dumps(report, indent=2) + "\n")
-    md = card_markdown("iqa_lda", report).replace(
-        "LivenessNet (4 conv, 2 pool, 2 dense), input 64 px, width -, - epochs, trained from "
-        "scratch on CPU.", "IQA: 25 quality measures of the 64 px face crop + LDA.")
-    md = md.replace("`python -m facegate.liveness.train_texture loso` then "
-                    "`python -m facegate.liveness.train_texture final`",
-                    "`python -m facegate.liveness.train_iqa`")
+    md = card_markdown("iqa_lda", report,
+                       "IQA: 25 quality measures of the 64 px face crop + LDA.",
+                       "`python -m training.train_iqa`")
     card.with_suffix(".md").write_text(md)
     print(json.dumps({k: lo[k] for k in ("mean_acer_at_0.5", "threshold",
                                          "mean_acer_at_threshold")}))

@@ -1,9 +1,9 @@
 """Train, calibrate and evaluate the spoof-cue generator on ../shared/data/pad.
 
-    python -m facegate.liveness.train_spoofcue loso       # leave-one-source-out + calibration
-    python -m facegate.liveness.train_spoofcue final      # train on all, write weights
-    python -m facegate.liveness.train_spoofcue ablate     # loss weights, LOSO mean ACER each
-    python -m facegate.liveness.train_spoofcue final --epochs 1 --out /tmp/x   # smoke run
+    python -m training.train_spoofcue loso       # leave-one-source-out + calibration
+    python -m training.train_spoofcue final      # train on all, write weights
+    python -m training.train_spoofcue ablate     # loss weights, LOSO mean ACER each
+    python -m training.train_spoofcue final --epochs 1 --out /tmp/x   # smoke run
 
 Protocols and splits are train_texture's (NUAA official lists; intra-source blocks of ten
 neighbouring images; leave-one-group-out with the overlapping public replay sets as one group).
@@ -26,21 +26,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facegate.liveness import data as D
 from facegate.liveness.metrics import eer, pad_report
 from facegate.liveness.spoofcue import (
     CUE_INPUT_SIZE,
-    DEFAULT_THRESHOLD,
     SpoofCueNet,
     cue_magnitude,
     cue_score,
 )
 from facegate.liveness.texture import to_tensor
-from facegate.liveness.train_texture import (
+from training import datasets as D
+from training.common import (
     EVAL_ONLY,
     PAD_TRAINING_DATA,
     RESEARCH_LICENSE,
-    _select,
+    WEIGHTS_OUT,
     augment,
     batched,
     face_preprocessing,
@@ -48,12 +47,16 @@ from facegate.liveness.train_texture import (
     fp16_delta,
     load_all,
     mean_group_acer_threshold,
+    select,
     split_of,
     table,
     write_safetensors,
 )
 
-NAME = "spoofcue"
+NAME = "spoof_cue"
+# The card's operating point: the product's spoof-cue threshold, which calibration keeps
+# (it fits the gain so that the chosen point lands here).
+OPERATING_POINT = 0.96
 
 
 @dataclass
@@ -161,7 +164,7 @@ def scored(model, sets, keep, cfg: CueConfig) -> dict[str, tuple[np.ndarray, np.
 
 
 def calibrate_gain(oof: dict[str, tuple[np.ndarray, np.ndarray]],
-                   threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float, float]:
+                   threshold: float = OPERATING_POINT) -> tuple[float, float, float]:
     """(gain, magnitude m*, mean group ACER) placing the best LOSO operating point at ``threshold``.
 
     Candidates are the pooled magnitudes' quantiles; the chosen m* minimises the mean over
@@ -181,7 +184,7 @@ def loso(sets, cfg: CueConfig, groups: list[str] | None = None) -> dict:
     oof: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for g in groups:
         t = time.time()
-        crops, labels, w = _select(sets, lambda s, g=g: D.group_of(s.source) != g
+        crops, labels, w = select(sets, lambda s, g=g: D.group_of(s.source) != g
                                    and s.source not in EVAL_ONLY
                                    and (s.source != "nuaa" or s.split == "train"))
         model = train(crops, labels, w, cfg, log=False)
@@ -190,14 +193,14 @@ def loso(sets, cfg: CueConfig, groups: list[str] | None = None) -> dict:
         m = np.concatenate([r[0] for r in res.values()])
         y = np.concatenate([r[1] for r in res.values()])
         oof[g] = (m, y)
-        rep = pad_report(cue_score(m), y, DEFAULT_THRESHOLD)
+        rep = pad_report(cue_score(m), y, OPERATING_POINT)
         print(f"  held out {g}: raw@0.96 acer {rep.acer} auc {rep.auc} "
               f"live m {np.median(m[y == 1]) if (y == 1).any() else float('nan'):.4f} "
               f"spoof m {np.median(m[y == 0]) if (y == 0).any() else float('nan'):.4f} "
               f"({time.time() - t:.0f}s)", flush=True)
     gain, m_star, acer = calibrate_gain(oof)
-    raw = {g: pad_report(cue_score(m), y, DEFAULT_THRESHOLD).as_dict() for g, (m, y) in oof.items()}
-    cal = {g: pad_report(cue_score(m, gain), y, DEFAULT_THRESHOLD).as_dict()
+    raw = {g: pad_report(cue_score(m), y, OPERATING_POINT).as_dict() for g, (m, y) in oof.items()}
+    cal = {g: pad_report(cue_score(m, gain), y, OPERATING_POINT).as_dict()
            for g, (m, y) in oof.items()}
     s_all = np.concatenate([cue_score(m, gain) for m, _ in oof.values()])
     y_all = np.concatenate([y for _, y in oof.values()])
@@ -210,10 +213,10 @@ def loso(sets, cfg: CueConfig, groups: list[str] | None = None) -> dict:
         "cue_gain": round(float(gain), 4),
         "at_0.96": cal,
         "mean_acer_at_0.96": acer,
-        "pooled_at_0.96": pad_report(s_all, y_all, DEFAULT_THRESHOLD).as_dict(),
+        "pooled_at_0.96": pad_report(s_all, y_all, OPERATING_POINT).as_dict(),
         "pooled_eer": round(eer(s_all, y_all)[0], 4),
         # Calibrated scores (gain applied), as fusion_fit reads them.
-        "threshold": DEFAULT_THRESHOLD,
+        "threshold": OPERATING_POINT,
         "oof_scores": {g: [[round(float(v), 5) for v in cue_score(m, gain)], [int(v) for v in y]]
                        for g, (m, y) in oof.items()},
     }
@@ -223,17 +226,17 @@ def final(sets, cfg: CueConfig, gain: float) -> tuple[SpoofCueNet, dict, np.ndar
     def is_train(s):
         return s.source not in EVAL_ONLY and split_of(s) == "train"
 
-    crops, labels, w = _select(sets, is_train)
+    crops, labels, w = select(sets, is_train)
     print(f"  training on {len(crops)} faces", flush=True)
     model = train(crops, labels, w, cfg)
     res = scored(model, sets, lambda s: split_of(s) == "test" or s.source in EVAL_ONLY, cfg)
-    per_source = {k: pad_report(cue_score(m, gain), y, DEFAULT_THRESHOLD, nf).as_dict()
+    per_source = {k: pad_report(cue_score(m, gain), y, OPERATING_POINT, nf).as_dict()
                   for k, (m, y, nf) in res.items()}
     s = np.concatenate([cue_score(m, gain) for m, _, _ in res.values()])
     y = np.concatenate([y for _, y, _ in res.values()])
-    probe, _, _ = _select(sets, lambda smp: split_of(smp) == "test")
+    probe, _, _ = select(sets, lambda smp: split_of(smp) == "test")
     return model, {"intra_source_test": per_source, "n_train": int(len(crops)),
-                   "pooled_test": pad_report(s, y, DEFAULT_THRESHOLD).as_dict()}, probe
+                   "pooled_test": pad_report(s, y, OPERATING_POINT).as_dict()}, probe
 
 
 def write_weights(model: SpoofCueNet, out: Path, cfg: CueConfig, gain: float, metrics: dict,
@@ -255,14 +258,17 @@ def write_weights(model: SpoofCueNet, out: Path, cfg: CueConfig, gain: float, me
         "arch_kwargs": {"width": cfg.width},
         "input_size": cfg.input_size,
         "preprocessing": face_preprocessing("per_image"),
-        "threshold": DEFAULT_THRESHOLD,
+        "threshold": OPERATING_POINT,
         "score": "1 - cue_gain * mean(|cue|), clipped to [0, 1]; live when >= threshold",
         "cue_gain": round(float(gain), 4),
         "metrics": metrics,
         "data": PAD_TRAINING_DATA,
         "license": RESEARCH_LICENSE,
-        "train_command": "python -m facegate.liveness.train_spoofcue loso && "
-                         "python -m facegate.liveness.train_spoofcue final",
+        "check": "facegate.liveness.spoofcue:SpoofCueCheck",
+        "required": True,
+        "calibrated_with": ["cue_gain"],
+        "train_command": "python -m training.train_spoofcue loso && "
+                         "python -m training.train_spoofcue final",
         "config": asdict(cfg),
     }, out / "registry.json")
     return path
@@ -287,7 +293,7 @@ def collapsed_groups(lo: dict, floor: float = 0.005) -> list[str]:
 def card_markdown(report: dict, cards: Path) -> str:
     """The spoof-cue model card, from its JSON and the baselines' cards beside it."""
     cfg = report.get("config", {})
-    md = ["# Model card: spoofcue (spoof-cue generator)", "",
+    md = ["# Model card: spoof_cue (spoof-cue generator)", "",
           f"U-Net, ResNet-18 layout encoder (width {cfg.get('width')}: 4 stages x 2 basic "
           "blocks, stride-2 3x3 stem), bilinear decoder with a skip from every stage, tanh cue "
           f"map the size of the {cfg.get('input_size')} px input face. Trained from scratch on "
@@ -328,7 +334,7 @@ def card_markdown(report: dict, cards: Path) -> str:
         md += table(lo["raw_at_0.96"], ("n_live", "n_spoof", "apcer", "bpcer", "acer"),
                     first="held-out group")
         rows = []
-        for name in ("livenessnet", "iqa_lda", "resnet18_texture"):
+        for name in ("texture_cnn", "iqa_lda", "resnet18_texture"):
             path = cards / f"{name}.json"
             if path.exists():
                 other = json.loads(path.read_text()).get("leave_one_source_out", {})
@@ -337,7 +343,7 @@ def card_markdown(report: dict, cards: Path) -> str:
         md += ["", "Against the plain classifiers of the design's baseline table (same "
                "protocol, each at its own LOSO-calibrated threshold):", "",
                "| model | LOSO mean ACER | pooled EER |", "|---|---|---|",
-               f"| **spoofcue** | {lo['mean_acer_at_0.96']} | {lo['pooled_eer']} |", *rows, ""]
+               f"| **spoof_cue** | {lo['mean_acer_at_0.96']} | {lo['pooled_eer']} |", *rows, ""]
     ab = report.get("ablation")
     if ab:
         md += ["## Loss-weight ablation", "",
@@ -354,14 +360,14 @@ def card_markdown(report: dict, cards: Path) -> str:
                "(spoof hinge 0) are the worst row; the shipped model keeps all four and was "
                "not re-chosen on these rows (that would tune on the held-out fold).", ""]
     md += final_section(report.get("final"))
-    md += ["", "Re-run: `python -m facegate.liveness.train_spoofcue loso` then "
-           "`python -m facegate.liveness.train_spoofcue final` (ablation: `... ablate "
+    md += ["", "Re-run: `python -m training.train_spoofcue loso` then "
+           "`python -m training.train_spoofcue final` (ablation: `... ablate "
            "--groups ...`)."]
     return "\n".join(md) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m facegate.liveness.train_spoofcue")
+    ap = argparse.ArgumentParser(prog="python -m training.train_spoofcue")
     ap.add_argument("protocol", choices=["loso", "final", "ablate"])
     ap.add_argument("--epochs", type=int, default=CueConfig.epochs)
     ap.add_argument("--steps", type=int, default=CueConfig.steps_per_epoch)
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alphas", type=float, nargs=4, default=None,
                     metavar=("REG", "AUX", "TRIP", "SPOOF"))
     ap.add_argument("--groups", nargs="*", default=None, help="LOSO: only these held-out groups")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "weights")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
