@@ -1,7 +1,7 @@
 """`facegate eval` on every source in ../shared/data/pad, for every served model: the
 accuracy re-check after a performance change.
 
-    python bench/accuracy_recheck.py [--models default livenessnet iqa_lda spoofcue]
+    python bench/accuracy_recheck.py [--models default fusion texture_cnn iqa_lda spoof_cue]
         [--compare OLD.json]            # -> bench/results/accuracy_recheck.{json,md}
 
 Each source folder (``live/`` + ``spoof/``) is scored exactly as ``facegate eval --data
@@ -22,7 +22,9 @@ from facegate.liveness.data import default_data_root
 from facegate.liveness.evaluate import evaluate_folder
 
 OUT = Path(__file__).resolve().parent / "results"
-MODELS = ("default", "fusion", "livenessnet", "iqa_lda", "spoofcue")
+MODELS = ("default", "fusion", "texture_cnn", "iqa_lda", "spoof_cue")
+# Runs before the checks took their registry names (0.1) named two models otherwise.
+FORMER_NAMES = {"livenessnet": "texture_cnn", "spoofcue": "spoof_cue"}
 KEYS = ("n_live", "n_spoof", "n_no_face", "apcer", "bpcer", "acer", "auc")
 
 
@@ -45,6 +47,8 @@ def main() -> None:
             rows.setdefault(model, {})[src.name] = {k: r[k] for k in (*KEYS, "threshold")}
             print(model, src.name, json.dumps(rows[model][src.name]), flush=True)
     old = json.loads(args.compare.read_text())["rows"] if args.compare else None
+    if old is not None:
+        old = {FORMER_NAMES.get(m, m): per for m, per in old.items()}
     changed = []
     if old is not None:
         for model, per in rows.items():

@@ -65,9 +65,8 @@ def measure_clip(frames: list, settings: Settings) -> tuple[np.ndarray, np.ndarr
     session = load_authenticator(settings.replace(db=":memory:")).pipeline.session()
     limits = FrameLimits(10**8, 10**8)
     yaw, ear = [], []
-    for i, f in enumerate(frames):
-        a = session.analyze(decode_encoded(f.encoded, limits), i, f.timestamp_ms)
-        session.add(a)
+    for f in frames:
+        a = session.step(decode_encoded(f.encoded, limits), f.timestamp_ms).analysis
         yaw.append(a.pose.yaw if a.pose is not None else np.nan)
         ear.append(a.ear if a.ear is not None else np.nan)
     return np.array(yaw), np.array(ear)

@@ -52,6 +52,7 @@ import torch
 
 from facegate.client.media import video_frames
 from facegate.liveness.blink import eye_aspect_ratio, face_points68
+from facegate.liveness.checks import FaceSample
 from facegate.liveness.data import default_data_root
 from facegate.liveness.detect import face_crop
 from facegate.liveness.headpose import head_pose
@@ -125,8 +126,9 @@ class BaselinePath:
             self.texture(to_tensor(crop[None], 224))
             self.cue(to_tensor(crop[None], 224))
         quality_features(rgb, size=None)
-        if self.pipe.eyes is not None:
-            self.pipe.eyes.open_probs(face)
+        eyes = self.pipe.check("eye_state")
+        if eyes is not None:
+            eyes.measure(FaceSample(face))
         face_recognition.face_landmarks(rgb)
 
 
@@ -139,8 +141,8 @@ def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselineP
             encoded: list[bytes]) -> dict:
     stages: dict[str, list[float]] = {k: [] for k in (
         "decode", "detect_whole_frame", "detect_tracked", "detect_onet_refine",
-        "detect_region", "texture", "iqa", "eye_state",
-        "spoof_cue", "landmarks_ear_pose", "fusion_window", "encode_template")}
+        "detect_region", *(c.name for c in pipe.checks), "landmarks_ear_pose",
+        "fusion_window", "encode_template")}
     paths: dict[str, list[float]] = {"served": [], "served_2_threads": [],
                                      "served_eager_torch": [], "searched": [],
                                      "baseline": [], "baseline_1_thread": []}
@@ -164,14 +166,11 @@ def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselineP
         previous = faces[0] if faces else None
         if faces:
             face = faces[0]
-            stages["texture"].append(timed(pipe.texture.score_face, face)[1])
-            if pipe.iqa is not None:
-                stages["iqa"].append(timed(pipe.iqa.score_face, face)[1])
-            if pipe.eyes is not None:
-                stages["eye_state"].append(timed(pipe.eyes.open_probs, face)[1])
-            if pipe.spoof_cue is not None:
-                stages["spoof_cue"].append(timed(pipe.spoof_cue.score_face, face)[1])
-            stages["landmarks_ear_pose"].append(timed(landmarks_ear_pose, face)[1])
+            (ear, _), ms = timed(landmarks_ear_pose, face)
+            stages["landmarks_ear_pose"].append(ms)
+            sample = FaceSample(face, face_points68(face), ear)
+            for check in pipe.checks:  # each check's own cost (landmarks counted above)
+                stages[check.name].append(timed(check.measure, sample)[1])
             stages["encode_template"].append(timed(face_template, face)[1])
 
     def stream_pass(threads: int, key: str, searched: bool = False,
@@ -188,7 +187,7 @@ def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselineP
             if stream is None:
                 pipe.analyze(rgb, i)
             else:
-                stream.add(stream.analyze(rgb, i))
+                stream.step(rgb, i * 33.0)
             paths[key].append((time.perf_counter() - t) * 1000.0)
             if key == "served" and stream is not None:
                 stages["fusion_window"].append(timed(stream.result)[1])

@@ -47,9 +47,8 @@ def analyse_clip(pipe: LivenessPipeline, clip: Path, every: int, track: bool
     analyses, frames = [], 0
     for i, f in enumerate(video_frames(clip, every=every)):
         rgb = decode_encoded(f.encoded, limits)
-        a = stream.analyze(rgb, i, landmarks=False) if track else \
+        a = stream.step(rgb, i * 100.0, landmarks=False).analysis if track else \
             pipe.analyze(rgb, i, landmarks=False)
-        stream.add(a)
         frames += 1
         if a.face is not None:
             analyses.append(a)
@@ -68,11 +67,15 @@ def windows_of(pipe: LivenessPipeline, analyses: list[FrameAnalysis], n: int
     return windows
 
 
+def _score(a: FrameAnalysis, key: str) -> float | None:
+    return a.frame_score if key == "frame_score" else a.scores.get(key)
+
+
 def score_gap(a: list[FrameAnalysis], b: list[FrameAnalysis], key: str) -> float | None:
     """Largest per-frame difference of one score between two analyses of the same frames."""
-    by_index = {x.index: getattr(x, key) for x in b}
-    gaps = [abs(getattr(x, key) - by_index[x.index]) for x in a
-            if x.index in by_index and getattr(x, key) is not None
+    by_index = {x.index: _score(x, key) for x in b}
+    gaps = [abs(_score(x, key) - by_index[x.index]) for x in a
+            if x.index in by_index and _score(x, key) is not None
             and by_index[x.index] is not None]
     return round(float(max(gaps)), 4) if gaps else None
 
@@ -82,21 +85,21 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=3, help="use every n-th video frame")
     args = ap.parse_args()
     settings = Settings()
-    pipe = LivenessPipeline(settings.texture_weights, iqa_weights=settings.iqa_weights or None,
-                            spoof_cue_weights=settings.spoof_cue_weights or None,
-                            redetect_every=settings.redetect_every)
-    cue_thr = pipe.spoof_cue.threshold if pipe.spoof_cue is not None else float("nan")
+    # The server's checks; without landmarks (skipped here) blink and planarity cannot judge.
+    pipe = LivenessPipeline(settings.check_names, redetect_every=settings.redetect_every)
+    cue = pipe.check("spoof_cue")
+    cue_thr = cue.threshold if cue is not None else float("nan")
     n = settings.decision_frames
     rows = []
     for clip in sorted((default_data_root() / "videos").glob("*/*/*")):
         analyses, frames = analyse_clip(pipe, clip, args.every, track=True)
         searched, _ = analyse_clip(pipe, clip, args.every, track=False)
-        s = np.array([a.texture_score for a in analyses])
+        s = np.array([a.scores["texture_cnn"] for a in analyses])
         windows = windows_of(pipe, analyses, n)
         full_windows = windows_of(pipe, searched, n)
         live_share = float(np.mean([w.live for w in windows])) if windows else float("nan")
         frame_live = np.array([a.frame_score >= 0.5 for a in analyses])
-        cues = np.array([a.cue_score for a in analyses if a.cue_score is not None])
+        cues = np.array([a.scores["spoof_cue"] for a in analyses if "spoof_cue" in a.scores])
         votes = [frame_live[i:i + n].mean() > 0.5 for i in range(len(windows))]
         cue_w = [cues[i:i + n].mean() >= cue_thr for i in range(len(windows))] if len(cues) \
             else []
@@ -121,7 +124,7 @@ def main() -> None:
                 "face_frames": len(searched),
                 "live_window_share": share([w.live for w in full_windows]),
                 "max_score_gap": {k: score_gap(analyses, searched, k) for k in
-                                  ("texture_score", "iqa_score", "cue_score", "frame_score")}},
+                                  ("texture_cnn", "iqa_lda", "spoof_cue", "frame_score")}},
         })
         print(json.dumps(rows[-1]), flush=True)
     result = {"rule": "all required checks pass (spoof cue, texture CNN, IQA+LDA)",

@@ -132,7 +132,7 @@ class PlanarityCheck:
     scores low. Not applicable until the head moves out of plane in a few frame pairs.
 
     The score is the parallax ratio itself; the registry's threshold (0.62) minimises ACER on
-    NUAA's printed-photo clips of the official train list (``bench/planarity.py``: test-list
+    NUAA's printed-photo clips of the official train list (``training/fit_planarity.py``: test-list
     AUC 0.79, ACER 0.31 on small passive motion). Required when the session asked for a head
     movement, where the motion it needs is there by design; otherwise reported.
     """

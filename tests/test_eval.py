@@ -75,3 +75,32 @@ def test_eval_each_model_and_the_default_rule():
     # an attack the cue rejects, nor a live face the cue rejects.
     assert outs["default"]["apcer"] <= outs["spoof_cue"]["apcer"]
     assert outs["default"]["bpcer"] >= outs["spoof_cue"]["bpcer"]
+
+
+def test_calibrate_keeps_the_spoof_cue_threshold_and_refits_its_gain(tmp_path):
+    """The spoof cue's 0.96 is calibrated with its gain: calibrate refuses to move it alone,
+    and --refit moves the gain so the target is met at 0.96."""
+    from facegate.weights import REGISTRY_PATH, WEIGHTS_DIR
+
+    reg = tmp_path / "registry.json"
+    shutil.copy(REGISTRY_PATH, reg)
+    shutil.copy(WEIGHTS_DIR / "spoof_cue.safetensors", tmp_path)
+    data = str(DATA / "pad" / "hm_alexcamargo")
+    r = subprocess.run([*FACEGATE, "calibrate", "--data", data, "--model", "spoof_cue",
+                        "--target-bpcer", "0.05", "--write", "--registry", str(reg)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "calibrated jointly with cue_gain" in r.stderr
+    assert json.loads(reg.read_text()) == json.loads(REGISTRY_PATH.read_text())
+    out = _run("calibrate", "--data", data, "--model", "spoof_cue", "--target-bpcer", "0.05",
+               "--refit", "--write", "--registry", str(reg))
+    written = json.loads(reg.read_text())["spoof_cue"]
+    assert written["threshold"] == out["threshold"] == 0.96
+    assert written["cue_gain"] == out["cue_gain"] != json.loads(
+        REGISTRY_PATH.read_text())["spoof_cue"]["cue_gain"]
+    # The refitted gain, served at 0.96, meets the target on the same data.
+    from facegate.liveness.evaluate import evaluate_folder
+    from facegate.liveness.spoofcue import SpoofCueCheck
+
+    check = SpoofCueCheck(registry=reg)
+    ev = evaluate_folder(data, "spoof_cue", check=check)
+    assert check.threshold == 0.96 and ev.report.bpcer <= 0.05

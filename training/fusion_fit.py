@@ -14,7 +14,7 @@ the checks' logits, over their margins logit(s) - logit(t) at the registry thres
 over the weakest margin, each against every required check at its own threshold
 (AllRequiredFusion). The one with the lowest held-out mean ACER is written for the server
 when it beats that rule (the ``deployed`` block of weights/fusion.json, registry entry
-``fusion``, :class:`facegate.liveness.fusion.LearnedFusion`, opt-in: ``fusion_weights``).
+``fusion``, :class:`facegate.liveness.fusion.LearnedFusion`, opt-in: ``FACEGATE_FUSION=fusion``).
 """
 
 from __future__ import annotations

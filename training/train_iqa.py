@@ -27,6 +27,8 @@ from training.common import (
     split_of,
 )
 
+IQA_SUMMARY = "IQA: 25 quality measures of the 64 px face crop + LDA."
+
 
 def measures(sets: dict[str, D.CropSet]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(features, MSCN stats) for every found face, cached next to the crop cache."""
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     card = args.out / "cards" / "iqa_lda.json"
     card.write_text(json.dumps(report, indent=2) + "\n")
     md = card_markdown("iqa_lda", report,
-                       "IQA: 25 quality measures of the 64 px face crop + LDA.",
+                       IQA_SUMMARY,
                        "`python -m training.train_iqa`")
     card.with_suffix(".md").write_text(md)
     print(json.dumps({k: lo[k] for k in ("mean_acer_at_0.5", "threshold",

@@ -1,7 +1,8 @@
 """Landmark-parallax planarity on NUAA's clips (printed photos moved in front of a webcam) and
 on the shared videos: the measurement behind PlanarityCheck's threshold.
 
-    python bench/planarity.py [--frames 12]   # -> bench/results/planarity.{json,md}
+    python -m training.fit_planarity [--frames 12]
+        # -> registry entry "planarity" in weights/, bench/results/planarity.{json,md}
 
 Each NUAA clip (its kept frames in order, at most --frames) is one sample: 68 landmarks per
 frame, the parallax ratio over frame pairs with out-of-plane motion (see
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.liveness import data as D
 from facegate.liveness.blink import face_points68
 from facegate.liveness.detect import FaceDetector, load_image
 from facegate.liveness.headpose import MIN_MOVING_PAIRS, parallax_ratio
 from facegate.liveness.metrics import apcer_bpcer, auc
+from training import datasets as D
+from training.common import WEIGHTS_OUT
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
 def landmarks(detector: FaceDetector, rgb: np.ndarray) -> np.ndarray | None:
@@ -83,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_OUT, help="weights folder to register in")
     args = ap.parse_args()
     import torch
 
@@ -121,8 +124,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "planarity.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Landmark-parallax planarity", "",
-          f"`python bench/planarity.py --frames {args.frames}`. Threshold **{thr}** (min ACER on "
-          "NUAA train clips); a clip is one sample.", "",
+          f"`python -m training.fit_planarity --frames {args.frames}`. Threshold **{thr}** "
+          "(min ACER on NUAA train clips); a clip is one sample.", "",
           "| NUAA split | live clips | spoof clips | n/a live | n/a spoof | APCER | BPCER | ACER "
           "| AUC | median live | median spoof |", "|---" * 11 + "|"]
     for split, r in result["nuaa"].items():
@@ -134,7 +137,33 @@ def main() -> None:
         md.append(f"| {re.sub(r'[|]', '/', k)} | {v['windows']} | {v['median']} | "
                   f"{v['share_passing']} |")
     (OUT / "planarity.md").write_text("\n".join(md) + "\n")
+    register_entry(result, args.out, args.frames)
     print("\n".join(md))
+
+
+def register_entry(result: dict, out: Path, frames: int) -> None:
+    """The planarity check's registry entry: its threshold and what it was measured on."""
+    from facegate.weights import register
+
+    register("planarity", {
+        "file": None, "sha256": None,
+        "check": "facegate.liveness.headpose:PlanarityCheck",
+        "architecture": "landmark parallax: homography residual over similarity residual of "
+                        "face_recognition's 68 landmarks between frame pairs with out-of-plane "
+                        "motion (no weights)",
+        "input_size": 0,
+        "preprocessing": {"landmarks": "face_recognition 68-point predictor in the MTCNN box",
+                          "pairs": "first and middle frame against each later one, of the "
+                                   "last 30 face frames"},
+        "threshold": result["threshold"], "required": False,
+        "required_when": "a head challenge (turn, look up) was asked",
+        "metrics": {"nuaa_train_clips": result["nuaa"]["train"],
+                    "nuaa_test_clips": result["nuaa"]["test"]},
+        "data": "../shared/data/pad/nuaa clips of the official train list (threshold); test "
+                "list reported",
+        "license": "Code MIT. Threshold chosen on NUAA (research data without licence).",
+        "train_command": f"python -m training.fit_planarity --frames {frames}",
+    }, out / "registry.json")
 
 
 if __name__ == "__main__":
