@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +27,10 @@ TRACK_REGION = 1.6
 TRACK_FACE_PX = 80
 TRACK_MIN_FACE = 48
 TRACK_THRESHOLDS = (0.8, 0.8, 0.8)
+# Whole frames are searched at most this many pixels on their longer side (a larger frame is
+# searched on a shrunk copy and the faces mapped back): a 4096 px frame with no face would
+# otherwise cost seconds of CPU in MTCNN's pyramid, for every rotation tried.
+MAX_SEARCH_SIDE = 1280
 
 
 class FaceDetector:
@@ -55,6 +59,7 @@ class FaceDetector:
         from facegate.liveness.runtime import inference_module
 
         self.min_score = min_score
+        self.min_face_size = min_face_size
         self.try_rotations = try_rotations
         self.equalize_retry = equalize_retry
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
@@ -69,15 +74,23 @@ class FaceDetector:
         self._onet_lock = self._lock if runtime == "torch" else contextlib.nullcontext()
 
     def detect(self, frame: np.ndarray) -> list[Face]:
-        """Faces in an RGB uint8 (H, W, 3) frame, largest first; empty when none."""
+        """Faces in an RGB uint8 (H, W, 3) frame, largest first; empty when none (also for a
+        frame too small to hold a face the detector can find)."""
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected an RGB (H, W, 3) frame, got shape {frame.shape}")
+        if min(frame.shape[:2]) < self.min_face_size:
+            return []
+        h, w = frame.shape[:2]
+        scale = min(1.0, MAX_SEARCH_SIDE / max(h, w))
+        # Every rotation and the equalised retry search one copy; faces keep full pixels.
+        base = frame if scale == 1.0 else cv2.resize(
+            frame, (max(int(w * scale), 1), max(int(h * scale), 1)), interpolation=cv2.INTER_AREA)
         rotations = _ROTATIONS if self.try_rotations else (0,)
         for k in rotations:
-            image = np.ascontiguousarray(np.rot90(frame, k)) if k else frame
-            faces = self._detect_upright(image, k)
+            search = np.ascontiguousarray(np.rot90(base, k)) if k else base
+            faces = self._detect_upright(frame, search, k)
             if not faces and k == 0 and self.equalize_retry:
-                faces = self._detect_upright(image, 0, search=self.equalize(image))
+                faces = self._detect_upright(frame, self.equalize(search), 0)
             if faces:
                 return faces
         return []
@@ -155,19 +168,31 @@ class FaceDetector:
         lab[..., 0] = self._clahe.apply(lab[..., 0])
         return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
-    def _detect_upright(self, image: np.ndarray, rotation: int,
-                        search: np.ndarray | None = None) -> list[Face]:
-        return self._faces(self._mtcnn, image if search is None else search, image, rotation)
+    def _detect_upright(self, frame: np.ndarray, search: np.ndarray, rotation: int
+                        ) -> list[Face]:
+        """Faces MTCNN finds in ``search`` (``frame`` turned by ``rotation`` quarter turns,
+        perhaps shrunk or equalised), in the pixels of the turned full frame."""
+        h, w = frame.shape[:2] if rotation % 2 == 0 else frame.shape[1::-1]
+        stretch = (w / search.shape[1], h / search.shape[0])
 
-    def _faces(self, mtcnn, search: np.ndarray, image: np.ndarray, rotation: int,
+        def turned() -> np.ndarray:  # only made when a face was found
+            return np.ascontiguousarray(np.rot90(frame, rotation)) if rotation else frame
+
+        return self._faces(self._mtcnn, search, turned, rotation, stretch=stretch)
+
+    def _faces(self, mtcnn, search: np.ndarray,
+               image: np.ndarray | Callable[[], np.ndarray], rotation: int,
                offset: tuple[float, float] = (0.0, 0.0),
                stretch: tuple[float, float] = (1.0, 1.0)) -> list[Face]:
-        """Faces ``mtcnn`` finds in ``search``, largest first, in ``image``'s pixels:
-        ``search`` pixel (x, y) is ``image`` pixel (x * stretch + offset)."""
+        """Faces ``mtcnn`` finds in ``search``, largest first, in ``image``'s pixels (or
+        those of the image it returns, made only when there is a face): ``search`` pixel
+        (x, y) is ``image`` pixel (x * stretch + offset)."""
         with self._lock:
             boxes, probs, points = mtcnn.detect(search, landmarks=True)
         if boxes is None:
             return []
+        if callable(image):
+            image = image()
         off, st = np.asarray(offset, np.float64), np.asarray(stretch, np.float64)
         faces = [
             Face(

@@ -1,4 +1,5 @@
-"""Building and running the gRPC server: servicer, health, reflection, model loading."""
+"""Building and running the gRPC server: where it listens (loopback until it has keys or
+TLS), TLS, the guards, servicer, health, reflection, model loading."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facegate.client.v1 import facegate_pb2 as pb
-from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
-from facegate.server.servicer import FaceGateServicer
+from facegate.server.audit import AuditLog
+from facegate.server.security import Gatekeeper, KeyStore, StreamLimiter, Watchdog
+from facegate.server.servicer import FaceGateServicer, Guards, handlers
 from facegate.server.settings import Settings
 
 log = logging.getLogger("facegate.server")
@@ -27,11 +30,49 @@ class RunningServer:
     servicer: FaceGateServicer
     health: health.HealthServicer
     loaded: threading.Event
+    host: str = ""
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
         if self.servicer.auth is not None:
             self.servicer.auth.gallery.close()
+        self.servicer.guards.watchdog.stop()
+        self.servicer.guards.audit.close()
+        self.servicer.guards.gatekeeper.keys.close()
+
+
+# Threads beside the stream slots, for unary calls and health: a server whose every stream
+# slot is taken still answers health and gallery calls.
+UNARY_THREADS = 8
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def bind_host(settings: Settings, keys: int) -> str:
+    """The address to listen on: the setting, else loopback until the server has an API key
+    or TLS. A keyless server refuses other addresses unless anonymous use is allowed."""
+    guarded = keys > 0 or settings.require_api_keys
+    host = settings.host or ("[::]" if guarded or settings.tls else "localhost")
+    if not guarded and not is_loopback(host) and not settings.allow_anonymous:
+        raise RuntimeError(
+            f"refusing to listen on {host} without API keys: anyone who reaches the port "
+            "could enrol, replace and delete. Add a key (facegate keys add --scopes ...), "
+            "listen on loopback, or set allow_anonymous to accept that.")
+    return host
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise RuntimeError("TLS needs both tls_cert and tls_key")
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=ca, require_client_auth=ca is not None)
 
 
 def load_authenticator(settings: Settings):
@@ -51,29 +92,37 @@ def load_authenticator(settings: Settings):
 
 def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     """Bind, start serving health at once (NOT_SERVING), load models, then report SERVING."""
+    keys = KeyStore(settings.db)
+    host = bind_host(settings, keys.active())
+    guards = Guards(Gatekeeper(keys, settings.require_api_keys),
+                    StreamLimiter(settings.workers, settings.max_streams_per_key,
+                                  settings.max_streams_per_peer),
+                    Watchdog(), AuditLog(settings.db))
     limit = settings.max_frame_bytes + (1 << 20)
-    # Each stream holds a worker for its life; past the pool, calls are refused with
-    # RESOURCE_EXHAUSTED instead of queueing without bound.
+    # Streams are admitted up to `workers` (StreamLimiter, RESOURCE_EXHAUSTED past it); the
+    # pool has UNARY_THREADS more, and calls past both are refused rather than queued.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.workers),
-        maximum_concurrent_rpcs=settings.workers,
+        futures.ThreadPoolExecutor(max_workers=settings.workers + UNARY_THREADS),
+        maximum_concurrent_rpcs=settings.workers + UNARY_THREADS,
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", 16 << 20)],
     )
-    servicer = FaceGateServicer()
-    pb_grpc.add_FaceGateServicer_to_server(servicer, server)
+    servicer = FaceGateServicer(guards)
+    server.add_generic_rpc_handlers((handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{host}:{settings.port}"
+    creds = server_credentials(settings)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     if port == 0:
-        raise RuntimeError(f"could not bind {settings.host}:{settings.port}")
+        raise RuntimeError(f"could not bind {address}")
     server.start()
     loaded = threading.Event()
-    running = RunningServer(server, port, servicer, health_servicer, loaded)
+    running = RunningServer(server, port, servicer, health_servicer, loaded, host)
 
     def load() -> None:
         try:
@@ -84,7 +133,7 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
         for name in ("", SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         loaded.set()
-        log.info("facegate serving on port %d", port)
+        log.info("facegate serving on %s:%d", host, port)
 
     if block_until_loaded:
         load()

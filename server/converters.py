@@ -7,6 +7,7 @@ import numpy as np
 from facegate.client.v1 import facegate_pb2 as pb
 from facegate.liveness.pipeline import HINT_MESSAGES, FrameAnalysis
 from facegate.server import sessions as S
+from facegate.server.audit import AuditEvent
 from facegate.server.errors import InvalidInput
 from facegate.server.frames import FrameLimits, decode_encoded, decode_raw
 from facegate.server.recognition import Subject
@@ -41,7 +42,7 @@ def frame_image(frame: pb.Frame, limits: FrameLimits, field: str = "frame") -> n
     raise InvalidInput("a frame needs encoded bytes or raw pixels", field)
 
 
-def progress(a: FrameAnalysis) -> pb.Progress:
+def progress(a: FrameAnalysis, reveal: bool = True) -> pb.Progress:
     msg = pb.Progress(frame_index=a.index, face_found=a.face is not None, faces=len(a.faces),
                       hints=[pb.Hint.Value(f"HINT_{h}") for h in a.hints],
                       message="; ".join(HINT_MESSAGES[h] for h in a.hints))
@@ -49,7 +50,7 @@ def progress(a: FrameAnalysis) -> pb.Progress:
         box = _box_in_source(a)
         msg.box.CopyFrom(pb.Box(left=box[0], top=box[1], right=box[2], bottom=box[3]))
         msg.detection_score = a.face.detection_score
-        if a.frame_score is not None:
+        if a.frame_score is not None and reveal:
             msg.frame_liveness_score = a.frame_score
     return msg
 
@@ -100,12 +101,13 @@ def decision(d: S.Decision) -> pb.Decision:
     return msg
 
 
-def event(e: S.Event) -> pb.AuthResponse:
+def event(e: S.Event, reveal: bool = True) -> pb.AuthResponse:
+    """One stream event; without ``reveal`` no scores, thresholds or similarities."""
     if isinstance(e, FrameAnalysis):
-        return pb.AuthResponse(progress=progress(e))
+        return pb.AuthResponse(progress=progress(e, reveal))
     if isinstance(e, S.ChallengePrompt):
         return pb.AuthResponse(challenge=prompt(e))
-    return pb.AuthResponse(decision=decision(e))
+    return pb.AuthResponse(decision=decision(e if reveal else e.redacted()))
 
 
 def subject(s: Subject) -> pb.Subject:
@@ -113,10 +115,33 @@ def subject(s: Subject) -> pb.Subject:
                       created_unix_ms=s.created_ms, updated_unix_ms=s.updated_ms)
 
 
-def enroll_response(r: S.EnrollResult) -> pb.EnrollResponse:
-    msg = pb.EnrollResponse(outcome=pb.EnrollOutcome.Value(r.outcome), reasons=list(r.reasons))
+def enroll_response(r: S.EnrollResult, reveal: bool = True) -> pb.EnrollResponse:
+    lv = r.liveness if r.liveness is None or reveal else r.liveness.redacted()
+    reasons = r.reasons if reveal or lv is None else lv.reasons
+    msg = pb.EnrollResponse(outcome=pb.EnrollOutcome.Value(r.outcome), reasons=list(reasons))
     if r.subject is not None:
         msg.subject.CopyFrom(subject(r.subject))
-    if r.liveness is not None:
-        msg.liveness.CopyFrom(decision(r.liveness))
+    if lv is not None:
+        msg.liveness.CopyFrom(decision(lv))
     return msg
+
+
+def audit_event(e: AuditEvent) -> pb.AuditEvent:
+    return pb.AuditEvent(event_id=e.event_id, time_unix_ms=e.time_ms, action=e.action,
+                         key_id=e.key_id, client_id=e.client_id, device_id=e.device_id,
+                         peer=e.peer, mode=e.mode, outcome=e.outcome, subject_id=e.subject_id,
+                         session_id=e.session_id, scores=e.scores)
+
+
+def bad_request_details(code, message: str, field: str) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying a google.rpc.Status with a BadRequest.FieldViolation
+    naming ``field``, for clients in any language (the message keeps its "field: " prefix)."""
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(
+            field=field, description=message.removeprefix(f"{field}: "))]))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),)

@@ -40,6 +40,10 @@ class NotAllowed(FaceGateServerError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unauthenticated(FaceGateServerError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class NotReady(FaceGateServerError):
     code = grpc.StatusCode.UNAVAILABLE
 

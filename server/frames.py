@@ -28,21 +28,64 @@ def decode_encoded(data: bytes, limits: FrameLimits, field: str = "frame.encoded
         raise InvalidInput("empty image bytes", field)
     if len(data) > limits.max_bytes:
         raise InvalidInput(f"{len(data)} bytes is over the limit of {limits.max_bytes}", field)
-    buf = np.frombuffer(data, np.uint8)
-    # Read the header first: a tiny file can declare a huge image.
-    if not _header_ok(data):
-        raise InvalidInput("not a JPEG or PNG image", field)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
+    # The size comes from the header, before any decoding: a 380 KB PNG can declare
+    # 20000x20000 pixels, and decoding it first would cost gigabytes.
+    width, height = image_size(data, field)
+    if width * height > limits.max_pixels:
+        raise InvalidInput(f"{width}x{height} is over the limit of {limits.max_pixels} "
+                           "pixels", field)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # EXIF orientation may turn a photo: the pixel count is what the limit bounds.
+    if bgr is None or bgr.shape[0] * bgr.shape[1] != width * height:
         raise InvalidInput("could not decode the image (corrupt or unsupported)", field)
-    if bgr.shape[0] * bgr.shape[1] > limits.max_pixels:
-        raise InvalidInput(f"{bgr.shape[1]}x{bgr.shape[0]} is over the limit of "
-                           f"{limits.max_pixels} pixels", field)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _header_ok(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_NO_LENGTH = {0x01, 0xD8, *range(0xD0, 0xD8)}  # markers without a length field
+
+
+def image_size(data: bytes, field: str = "frame.encoded") -> tuple[int, int]:
+    """(width, height) from a JPEG's or PNG's header, without decoding; INVALID_ARGUMENT for
+    anything else or a header that does not parse."""
+    if data[:8] == PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise InvalidInput("could not decode the image (PNG without an IHDR header)", field)
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    elif data[:2] == b"\xff\xd8":
+        width, height = _jpeg_size(data, field)
+    else:
+        raise InvalidInput("not a JPEG or PNG image", field)
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"could not decode the image (its header says {width}x{height})",
+                           field)
+    return width, height
+
+
+def _jpeg_size(data: bytes, field: str) -> tuple[int, int]:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise InvalidInput("could not decode the image (JPEG header corrupt)", field)
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _NO_LENGTH:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            if length < 7 or i + 9 > n:
+                break
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7],
+                                                                              "big")
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            break
+        i += 2 + length
+    raise InvalidInput("could not decode the image (JPEG without a frame header)", field)
 
 
 def decode_raw(pixels: bytes, width: int, height: int, fmt: str, limits: FrameLimits,

@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
@@ -29,6 +30,7 @@ from facegate.server.recognition import (
     mean_template,
     validate_subject_id,
 )
+from facegate.server.security import FailureLimiter
 from facegate.server.settings import Settings
 
 MODES = ("IDENTIFY", "VERIFY", "LIVENESS_ONLY")
@@ -60,10 +62,32 @@ class Decision:
     session_id: str
     elapsed_ms: float
     frames_skipped: int = 0
+    # The reasons any client may read: no scores, thresholds or similarities in them.
+    public_reasons: tuple[str, ...] = ()
 
     @property
     def matched(self) -> bool:
         return self.match is not None and self.match.matched
+
+    @property
+    def subject_id(self) -> str:
+        return self.match.subject.subject_id if self.matched and self.match else ""
+
+    def redacted(self) -> Decision:
+        """What a client without the "scores" scope is told: the outcome and its plain
+        reasons, no per-check scores, thresholds or similarities."""
+        return dataclasses.replace(self, liveness=None, reasons=self.public_reasons)
+
+
+# Outcome -> the reasons any client may read (the detailed ones carry scores).
+PUBLIC_REASONS = {
+    "ACCEPTED": (),
+    "REJECTED_SPOOF": ("liveness not confirmed",),
+    "REJECTED_UNKNOWN": ("no enrolled subject matches",),
+    "REJECTED_CLAIM_MISMATCH": ("the face does not match the claimed subject",),
+    "NO_FACE": ("no face in any frame",),
+    "TIMEOUT": ("the session ran out of time or frames",),
+}
 
 
 Event = Union[FrameAnalysis, ChallengePrompt, Decision]
@@ -120,22 +144,26 @@ class Authenticator:
         self.gallery = gallery
         self.match_calls = 0  # how often recognition ran: tests prove spoofs never get there
         self._calls_lock = threading.Lock()
+        self.verify_failures = FailureLimiter(settings.verify_failures,
+                                              settings.verify_failure_window_s)
 
-    def start(self, config: SessionConfig) -> AuthSession:
+    def start(self, config: SessionConfig, key_id: str = "") -> AuthSession:
+        """A session for one stream. A VERIFY claim is not looked up now: an unknown id and a
+        mismatch end the same way, after the stream (ids cannot be enumerated)."""
         if config.mode not in MODES:
             raise InvalidInput(f"must be one of {MODES}", "config.mode")
         if config.mode == "VERIFY":
             if not config.claimed_subject_id:
                 raise InvalidInput("required in VERIFY mode", "config.claimed_subject_id")
             validate_subject_id(config.claimed_subject_id, "config.claimed_subject_id")
-            self.gallery.get(config.claimed_subject_id)  # NOT_FOUND before any frame is sent
+            self.verify_failures.check(key_id, config.claimed_subject_id)
         for c in config.challenges:
             if c not in SUPPORTED:
                 raise InvalidInput(f"{c} is not supported; supported: {sorted(SUPPORTED)}",
                                    "config.challenges")
         pool = [k.strip().upper() for k in self.settings.challenge_pool.split(",") if k.strip()]
         order = random_sequence(config.challenges, self.settings.random_challenges, pool)
-        return AuthSession(self, dataclasses.replace(config, challenges=order))
+        return AuthSession(self, dataclasses.replace(config, challenges=order), key_id=key_id)
 
     def template(self, faces: list[Face]) -> tuple[np.ndarray | None, int]:
         """The mean template of ``faces`` (recognition: runs only on live sessions)."""
@@ -144,8 +172,10 @@ class Authenticator:
         return mean_template(faces)
 
     def match(self, mode: str, claimed: str, template: np.ndarray) -> MatchResult | None:
+        """1:1 against ``claimed`` (None when no such subject) or 1:N."""
         if mode == "VERIFY":
-            return self.gallery.verify(claimed, template)
+            return self.gallery.verify(claimed, template) if self.gallery.exists(claimed) \
+                else None
         return self.gallery.identify(template)
 
     def check_liveness(self, frame: np.ndarray) -> Decision:
@@ -154,24 +184,30 @@ class Authenticator:
             pass
         return session.finish()
 
-    def enroll(self, config: EnrollConfig, frames: list[np.ndarray]) -> EnrollResult:
+    def enroll(self, config: EnrollConfig, frames: Iterable[np.ndarray]) -> EnrollResult:
+        """Enrol from ``frames``, analysed as they come (a stream holds a window of faces,
+        never every decoded frame): the same liveness bar as a decision, unless the server
+        allows trusted photos and the client asks for them."""
+        s = self.settings
         validate_subject_id(config.subject_id, "config.subject_id")
-        if config.skip_liveness and not self.settings.allow_unverified_enrollment:
+        if len(config.display_name) > s.max_display_name:
+            raise InvalidInput(f"at most {s.max_display_name} characters",
+                               "config.display_name")
+        if config.skip_liveness and not s.allow_unverified_enrollment:
             raise NotAllowed("this server does not allow enrolment without liveness "
                              "(allow_unverified_enrollment)", "config.skip_liveness")
         if not config.replace and self.gallery.exists(config.subject_id):
             raise AlreadyExists(f"subject {config.subject_id!r} is already enrolled "
                                 "(set replace to overwrite)", "config.subject_id")
-        if not frames:
-            raise InvalidInput("at least one frame is required", "frame")
-        if len(frames) > MAX_ENROLL_FRAMES:
-            raise TooMuchInput(f"at most {MAX_ENROLL_FRAMES} frames per enrolment", "frame")
         session = AuthSession(self, SessionConfig(mode="LIVENESS_ONLY"),
-                              template_frames=self.settings.enroll_frames)
+                              template_frames=s.enroll_frames)
         for i, f in enumerate(frames):
-            for _ in session.feed(f, i * 100.0):
-                pass
-        decision = session.finish()
+            if i >= MAX_ENROLL_FRAMES:
+                raise TooMuchInput(f"at most {MAX_ENROLL_FRAMES} frames per enrolment", "frame")
+            session.feed(f)
+        if session.frames_received == 0:
+            raise InvalidInput("at least one frame is required", "frame")
+        decision = session.finish(trusted=config.skip_liveness)
         if decision.outcome == "NO_FACE":
             return EnrollResult("ENROLL_NO_FACE", None, decision, decision.reasons)
         if not config.skip_liveness and not decision.live:
@@ -188,10 +224,11 @@ class AuthSession:
     """One Authenticate stream. Feed frames with :meth:`on_frame`; :meth:`finish` at the end."""
 
     def __init__(self, auth: Authenticator, config: SessionConfig,
-                 template_frames: int = TEMPLATE_FRAMES) -> None:
+                 template_frames: int = TEMPLATE_FRAMES, key_id: str = "") -> None:
         s = auth.settings
         self.auth = auth
         self.config = config
+        self.key_id = key_id
         self.session_id = secrets.token_hex(8)
         self.max_frames = min(config.max_frames or s.max_frames, s.max_frames)
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
@@ -201,38 +238,42 @@ class AuthSession:
         self.decision: Decision | None = None
         self._ready = False
         self._t0 = time.monotonic()
-        self._timeline0: float | None = None
+        self._last_client_ts = 0.0
 
     @property
     def done(self) -> bool:
         return self.decision is not None
 
-    def _now_ms(self, client_ts: float) -> float:
-        """Stream time: the client's clock when it sends one, else the server's."""
+    def _now_ms(self, client_ts: float, received: float | None) -> float:
+        """Stream time for deadlines: when the server received the frame. A client's
+        timestamp is checked for order only: a clock the client controls decides nothing."""
         if client_ts:
-            if self._timeline0 is None:
-                self._timeline0 = client_ts
-            return client_ts - self._timeline0
-        return (time.monotonic() - self._t0) * 1000.0
+            if client_ts < self._last_client_ts:
+                raise InvalidInput(f"{client_ts:.0f} is before the previous frame's "
+                                   f"{self._last_client_ts:.0f}: timestamps must not go "
+                                   "backwards", "frame.timestamp_ms")
+            self._last_client_ts = client_ts
+        return ((time.monotonic() if received is None else received) - self._t0) * 1000.0
 
-    def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0
-             ) -> list[Event]:
+    def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0,
+             received: float | None = None) -> list[Event]:
         """Analyse one frame; returns the events it causes (no decision, no limits).
-        ``skipped``: frames the transport has dropped so far in this stream."""
+        ``skipped``: frames the transport has dropped so far in this stream; ``received``:
+        the server's time.monotonic() when the frame arrived (default: now)."""
         self.frames_skipped = skipped
-        step = self.liveness.step(frame, self._now_ms(timestamp_ms))
+        step = self.liveness.step(frame, self._now_ms(timestamp_ms, received))
         self.frames_received += 1
         self._ready = step.ready
         if step.analysis.face is not None and self.best.k:
             self.best.add(step.analysis.face)
         return [step.analysis] if step.prompt is None else [step.analysis, step.prompt]
 
-    def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0
-                 ) -> list[Event]:
+    def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0,
+                 received: float | None = None) -> list[Event]:
         """Feed one frame; the returned events end with a Decision once one is reached."""
         if self.done:
             return []
-        events = self.feed(frame, timestamp_ms, skipped)
+        events = self.feed(frame, timestamp_ms, skipped, received)
         if self._ready:
             events.append(self._decide())
         elif self.frames_received >= self.max_frames or \
@@ -240,21 +281,28 @@ class AuthSession:
             events.append(self._decide(timed_out=True))
         return events
 
-    def finish(self, skipped: int | None = None) -> Decision:
-        """The decision when the client stops sending: judged on the frames received."""
+    def finish(self, skipped: int | None = None, trusted: bool = False) -> Decision:
+        """The decision when the client stops sending: judged on the frames received.
+        ``trusted``: an operator-allowed enrolment from photos, held to no frame count."""
         if skipped is not None:
             self.frames_skipped = skipped
         if self.decision is None:
-            self._decide()
+            self._decide(trusted=trusted)
         assert self.decision is not None
         return self.decision
 
-    def _decide(self, timed_out: bool = False) -> Decision:
+    def _decide(self, timed_out: bool = False, trusted: bool = False) -> Decision:
         verdict = self.liveness.verdict()
         result = verdict.result
         live = bool(result and result.live)
         reasons: tuple[str, ...] = result.reasons if result else ()
         match = None
+        needed = self.auth.settings.min_face_frames
+        too_few = live and not trusted and verdict.frames_with_face < needed
+        if too_few:
+            # One injected photo, or a stream closed early, is not evidence of life.
+            live, reasons = False, (f"only {verdict.frames_with_face} face frames: at least "
+                                    f"{needed} are needed to decide",)
         if result is None:
             outcome, reasons = ("TIMEOUT" if timed_out else "NO_FACE"), ("no face in any frame",)
         elif verdict.challenge:
@@ -265,25 +313,37 @@ class AuthSession:
         elif self.config.mode == "LIVENESS_ONLY":
             outcome = "ACCEPTED"
         else:
-            template, _ = self.auth.template(self.best.faces)
-            match = (self.auth.match(self.config.mode, self.config.claimed_subject_id, template)
-                     if template is not None else None)
-            if match is None:
-                outcome = "REJECTED_UNKNOWN"
-                reasons = ("gallery is empty" if len(self.auth.gallery) == 0
-                           else "face could not be encoded",)
-            elif match.matched:
-                outcome = "ACCEPTED"
-            elif self.config.mode == "VERIFY":
-                outcome = "REJECTED_CLAIM_MISMATCH"
-                reasons = (f"similarity {match.similarity:.3f} to {match.subject.subject_id} is "
-                           f"under {match.threshold:.3f}",)
-            else:
-                outcome = "REJECTED_UNKNOWN"
-                reasons = (f"best similarity {match.similarity:.3f} is under "
-                           f"{match.threshold:.3f}",)
+            outcome, match, reasons = self._recognise()
+        if self.config.mode == "VERIFY" and outcome == "REJECTED_CLAIM_MISMATCH":
+            self.auth.verify_failures.failed(self.key_id, self.config.claimed_subject_id)
         self.decision = Decision(
             outcome, live, result, match, tuple(reasons), self.frames_received,
             verdict.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,
-            self.frames_skipped)
+            self.frames_skipped,
+            reasons if too_few else self._public_reasons(outcome, result))
         return self.decision
+
+    @staticmethod
+    def _public_reasons(outcome: str, result: LivenessResult | None) -> tuple[str, ...]:
+        if outcome == "CHALLENGE_FAILED" and result is not None:
+            # Challenge reasons say what was asked and missed ("turned right when asked to
+            # turn left"), never a score.
+            return tuple(c.reason for c in result.checks
+                         if c.name.startswith("challenge_") and not c.passed)
+        return PUBLIC_REASONS.get(outcome, ())
+
+    def _recognise(self) -> tuple[str, MatchResult | None, tuple[str, ...]]:
+        """(outcome, the match only when it is one, reasons) for a live session. Nothing
+        about the nearest non-matching subject leaves here; a VERIFY claim of an unknown id
+        is a mismatch, after the same work as a known one."""
+        mode, claimed = self.config.mode, self.config.claimed_subject_id
+        template, _ = self.auth.template(self.best.faces)
+        if template is None:
+            return ("REJECTED_CLAIM_MISMATCH" if mode == "VERIFY" else "REJECTED_UNKNOWN",
+                    None, ("face could not be encoded",))
+        match = self.auth.match(mode, claimed, template)
+        if match is not None and match.matched:
+            return "ACCEPTED", match, ()
+        if mode == "VERIFY":
+            return "REJECTED_CLAIM_MISMATCH", None, PUBLIC_REASONS["REJECTED_CLAIM_MISMATCH"]
+        return "REJECTED_UNKNOWN", None, PUBLIC_REASONS["REJECTED_UNKNOWN"]

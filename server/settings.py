@@ -9,17 +9,43 @@ from dataclasses import dataclass, fields
 from facegate.liveness.checks import DEFAULT_CHECKS, parse_names, parse_thresholds
 
 # Default match threshold: dlib 128-d templates match when their euclidean distance is under
-# 0.6 (face_recognition's documented tolerance); scripts/match_threshold.py measures it on
+# 0.6 (face_recognition's documented tolerance); bench/match_threshold.py measures it on
 # ../shared/data/identity. Similarity = 1 - distance, so the similarity threshold is 0.4.
 DEFAULT_MATCH_THRESHOLD = 0.4
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "[::]"
+    # "" (default): loopback ("localhost") while the server has no API key and no TLS, all
+    # interfaces ("[::]") once it has either. A keyless server on another address refuses to
+    # start unless allow_anonymous says so: anyone who reaches the port could enrol.
+    host: str = ""
     port: int = 50051
     db: str = "facegate.db"
+    # Concurrent client streams (Authenticate, Enroll); unary calls and health have threads
+    # of their own beside them, so a full stream pool never starves them.
     workers: int = 16
+    # Who may call: with any API key in the database (facegate keys add) every call but
+    # health needs a key with the method's scope; require_api_keys demands one even before.
+    require_api_keys: bool = False
+    allow_anonymous: bool = False
+    # TLS: server certificate and key (PEM); with tls_client_ca, clients must present a
+    # certificate signed by it (mTLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Per-check scores, thresholds and similarities go to clients with the "scores" scope,
+    # or to everyone when this is on (a keyless loopback server shows them to everyone).
+    reveal_scores: bool = False
+    # Stream limits: the first frame must come this soon after the stream opens, and each
+    # message this soon after the one before; at most this many streams per key and address.
+    first_frame_timeout_s: float = 5.0
+    silence_timeout_s: float = 10.0
+    max_streams_per_key: int = 8
+    max_streams_per_peer: int = 8
+    # Failed VERIFY attempts allowed per key and per claimed id in the window.
+    verify_failures: int = 5
+    verify_failure_window_s: float = 300.0
     # torch intra-op threads per analysing thread (0: torch's default); streams run in
     # parallel on the worker pool. 1 was fastest on 2 cores (bench/pipeline_latency.py).
     torch_threads: int = 1
@@ -34,8 +60,11 @@ class Settings:
     # ones are skipped and counted (Decision.frames_skipped).
     frame_queue: int = 2
     session_timeout_s: float = 30.0
-    # Decision policy.
+    max_display_name: int = 128
+    # Decision policy: a verdict is ready after decision_frames face frames; nothing is
+    # ACCEPTED (nor enrolled unless trusted photos are allowed) on fewer than min_face_frames.
     decision_frames: int = 8
+    min_face_frames: int = 8
     challenge_deadline_ms: int = 5000
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
     # Liveness checks by registry name, in the order the Decision reports them; drop a name
@@ -72,6 +101,10 @@ class Settings:
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert or self.tls_key)
 
     @property
     def check_names(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ def server(tmp_path_factory):
     from facegate.server.settings import Settings
 
     db = tmp_path_factory.mktemp("gallery") / "gallery.db"
-    settings = Settings(host="[::]", port=0, db=str(db), allow_unverified_enrollment=True,
+    settings = Settings(host="localhost", port=0, db=str(db), allow_unverified_enrollment=True,
                         workers=8, max_frame_bytes=2 * 1024 * 1024)
     running = start(settings)
     yield running

@@ -67,9 +67,12 @@ def test_enroll_identify_verify_with_photos(client, server):
     assert len(best.faces) == 2 and all(f is biden for f in best.faces)
 
 
-def test_verify_unknown_claim_is_not_found(client):
-    with pytest.raises(NotFound, match="nobody"):
-        client.authenticate([OBAMA], claim="nobody")
+def test_verify_unknown_claim_is_a_mismatch_after_the_stream(client):
+    """No NOT_FOUND before any frame (ids could be enumerated): the stream runs, and an
+    unknown claim ends as a mismatch would."""
+    d = client.authenticate([OBAMA], claim="nobody")
+    assert d.outcome in ("REJECTED_SPOOF", "REJECTED_CLAIM_MISMATCH") and not d.matched
+    assert d.subject_id == "" and d.similarity is None
 
 
 def test_delete_subject(client):
@@ -177,7 +180,7 @@ def test_unverified_enrolment_needs_server_permission(tmp_path):
     from facegate.server.app import start
     from facegate.server.settings import Settings
 
-    running = start(Settings(host="[::]", port=0, db=str(tmp_path / "g.db")))
+    running = start(Settings(host="localhost", port=0, db=str(tmp_path / "g.db")))
     try:
         with FaceGateClient(f"localhost:{running.port}") as c:
             with pytest.raises(PermissionDenied, match="config.skip_liveness"):
@@ -257,7 +260,7 @@ def test_health_is_not_serving_until_models_load(tmp_path):
     from facegate.server.app import start
     from facegate.server.settings import Settings
 
-    running = start(Settings(host="[::]", port=0, db=str(tmp_path / "g.db")),
+    running = start(Settings(host="localhost", port=0, db=str(tmp_path / "g.db")),
                     block_until_loaded=False)
     try:
         with grpc.insecure_channel(f"localhost:{running.port}") as ch:
@@ -281,7 +284,7 @@ def test_silent_client_is_cut_off_after_the_session_timeout(tmp_path):
     from facegate.server.app import start
     from facegate.server.settings import Settings
 
-    running = start(Settings(host="[::]", port=0, db=str(tmp_path / "g.db"),
+    running = start(Settings(host="localhost", port=0, db=str(tmp_path / "g.db"),
                              session_timeout_s=1.5))
     gone = threading.Event()
 

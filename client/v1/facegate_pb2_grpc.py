@@ -64,6 +64,11 @@ class FaceGateStub:
                 request_serializer=facegate_dot_v1_dot_facegate__pb2.DeleteSubjectRequest.SerializeToString,
                 response_deserializer=facegate_dot_v1_dot_facegate__pb2.DeleteSubjectResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/facegate.v1.FaceGate/ListAuditEvents',
+                request_serializer=facegate_dot_v1_dot_facegate__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=facegate_dot_v1_dot_facegate__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class FaceGateServicer:
@@ -108,6 +113,13 @@ class FaceGateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """The audit log of decisions and gallery changes, newest first (admin scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaceGateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +152,11 @@ def add_FaceGateServicer_to_server(servicer, server):
                     servicer.DeleteSubject,
                     request_deserializer=facegate_dot_v1_dot_facegate__pb2.DeleteSubjectRequest.FromString,
                     response_serializer=facegate_dot_v1_dot_facegate__pb2.DeleteSubjectResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=facegate_dot_v1_dot_facegate__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=facegate_dot_v1_dot_facegate__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +321,33 @@ class FaceGate:
             '/facegate.v1.FaceGate/DeleteSubject',
             facegate_dot_v1_dot_facegate__pb2.DeleteSubjectRequest.SerializeToString,
             facegate_dot_v1_dot_facegate__pb2.DeleteSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegate.v1.FaceGate/ListAuditEvents',
+            facegate_dot_v1_dot_facegate__pb2.ListAuditEventsRequest.SerializeToString,
+            facegate_dot_v1_dot_facegate__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,7 @@
 """The SQLite gallery: one 128-d template per subject (never images), matched in memory.
 
-SQLite runs in WAL mode with synchronous=FULL, so an enrolment that returned is on disk. The
+SQLite runs in WAL mode with synchronous=FULL (:mod:`facegate.server.db`), so an enrolment
+that returned is on disk; the file is its owner's alone (0600). The
 :class:`~facegate.server.recognition.matcher.Matcher` keeps every template in memory for
 1:N search; this class keeps it in step with the table. A second backend (another database)
 implements the same methods over the same matcher.
@@ -9,13 +10,13 @@ implements the same methods over the same matcher.
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from facegate.server.db import connect
 from facegate.server.errors import AlreadyExists, InvalidInput, NotFound
 from facegate.server.recognition.matcher import (
     TEMPLATE_DIM,
@@ -50,9 +51,7 @@ class Gallery:
         self.path = str(path)
         self.threshold = threshold
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(self.path)
         self._db.execute(_SCHEMA)
         self._matcher = Matcher(threshold)
         self._load()
