@@ -20,12 +20,14 @@ from facegate.client.errors import (
                                     NotFound,
                                     PermissionDenied,
                                     ResourceExhausted,
+                                    Unauthenticated,
                                     Unavailable,
 )
-from facegate.client.messages import Decision, EnrollResult, Subject
+from facegate.client.messages import AuditEvent, Decision, EnrollResult, Subject
 
 __all__ = [
-    "AlreadyExists", "AsyncFaceGateClient", "DeadlineExceeded", "Decision", "EnrollResult",
-    "FaceGateClient", "FaceGateError", "FailedPrecondition", "InvalidArgument", "NotFound",
-    "PermissionDenied", "ResourceExhausted", "Subject", "Unavailable",
+    "AlreadyExists", "AsyncFaceGateClient", "AuditEvent", "DeadlineExceeded", "Decision",
+    "EnrollResult", "FaceGateClient", "FaceGateError", "FailedPrecondition", "InvalidArgument",
+    "NotFound", "PermissionDenied", "ResourceExhausted", "Subject", "Unauthenticated",
+    "Unavailable",
 ]

@@ -14,7 +14,6 @@ import grpc
 import grpc.aio
 
 from facegate.client import messages as M
-from facegate.client.client import MAX_MESSAGE
 from facegate.client.errors import FaceGateError, from_rpc_error, retry_delays
 from facegate.client.messages import Decision, EnrollResult, FrameLike, Subject
 from facegate.client.v1 import facegate_pb2 as pb
@@ -26,15 +25,17 @@ class AsyncFaceGateClient:
 
     def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
                  credentials: grpc.ChannelCredentials | None = None,
-                 metadata: Iterable[tuple[str, str]] = ()) -> None:
-        opts = [("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE)]
+                 metadata: Iterable[tuple[str, str]] = (), api_key: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
+        credentials = credentials or M.tls_credentials(tls_ca, tls_cert, tls_key)
+        opts = M.channel_options()
         self._channel = (grpc.aio.secure_channel(target, credentials, opts) if credentials
                          else grpc.aio.insecure_channel(target, opts))
         self._stub = pb_grpc.FaceGateStub(self._channel)
         self.timeout = timeout
         self.retries = retries
-        self.metadata = tuple(metadata)
+        self.metadata = M.call_metadata(metadata, api_key)
 
     async def close(self) -> None:
         await self._channel.close()

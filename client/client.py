@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -10,32 +11,36 @@ import grpc
 
 from facegate.client import messages as M
 from facegate.client.errors import FaceGateError, Unavailable, from_rpc_error, retry_delays
-from facegate.client.messages import Decision, EnrollResult, FrameLike, Subject
+from facegate.client.messages import AuditEvent, Decision, EnrollResult, FrameLike, Subject
 from facegate.client.v1 import facegate_pb2 as pb
 from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
 
-MAX_MESSAGE = 32 << 20
+MAX_MESSAGE = M.MAX_MESSAGE
 
 
 class FaceGateClient:
     """A synchronous client.
 
     ``timeout`` is each call's deadline in seconds; unary calls are retried ``retries`` times
-    with exponential backoff when the server is UNAVAILABLE. Pass ``credentials``
-    (``grpc.ssl_channel_credentials(...)``) for TLS.
+    with exponential backoff when the server is UNAVAILABLE. ``api_key`` is sent with every
+    call. TLS: ``tls_ca`` (PEM file of the CA that signed the server's certificate) and, for
+    mTLS, ``tls_cert`` + ``tls_key`` (the client's); or ready ``credentials``
+    (``grpc.ssl_channel_credentials(...)``).
     """
 
     def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
                  credentials: grpc.ChannelCredentials | None = None,
-                 metadata: Iterable[tuple[str, str]] = ()) -> None:
-        opts = [("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE)]
+                 metadata: Iterable[tuple[str, str]] = (), api_key: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
+        credentials = credentials or M.tls_credentials(tls_ca, tls_cert, tls_key)
+        opts = M.channel_options()
         self._channel = (grpc.secure_channel(target, credentials, opts) if credentials
                          else grpc.insecure_channel(target, opts))
         self._stub = pb_grpc.FaceGateStub(self._channel)
         self.timeout = timeout
         self.retries = retries
-        self.metadata = tuple(metadata)
+        self.metadata = M.call_metadata(metadata, api_key)
 
     def close(self) -> None:
         self._channel.close()
@@ -79,11 +84,18 @@ class FaceGateClient:
                ) -> Iterator[pb.AuthResponse]:
         """The raw response stream of Authenticate, for callers that show live feedback."""
         cfg = M.session_config(mode, claim, challenges, **config)
+        requests = M.ClosableRequests(M.auth_requests(cfg, frames))
+        call = self._stub.Authenticate(requests, timeout=self.timeout, metadata=self.metadata)
         try:
-            yield from self._stub.Authenticate(M.auth_requests(cfg, frames),
-                                               timeout=self.timeout, metadata=self.metadata)
+            yield from call
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+        finally:
+            # Decided before the frames ran out (or the caller stopped reading): end the call
+            # and close the frame source here (a video reader left open in gRPC's thread
+            # aborts the interpreter at exit).
+            call.cancel()
+            requests.close()
 
     def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
                      claim: str | None = None, challenges: Iterable[str] = (),
@@ -91,12 +103,13 @@ class FaceGateClient:
                      **config: Any) -> Decision:
         """Stream ``frames`` and return the final decision. ``claim`` means verify 1:1."""
         events: list[pb.AuthResponse] = []
-        for resp in self.stream(frames, mode, claim, challenges, **config):
-            if on_event is not None:
-                on_event(resp)
-            if resp.WhichOneof("event") == "decision":
-                return M.decision(resp.decision, tuple(events))
-            events.append(resp)
+        with contextlib.closing(self.stream(frames, mode, claim, challenges, **config)) as s:
+            for resp in s:
+                if on_event is not None:
+                    on_event(resp)
+                if resp.WhichOneof("event") == "decision":
+                    return M.decision(resp.decision, tuple(events))
+                events.append(resp)
         raise FaceGateError(grpc.StatusCode.INTERNAL, "stream ended without a decision")
 
     def check_liveness(self, image: FrameLike) -> Decision:
@@ -131,3 +144,16 @@ class FaceGateClient:
 
     def delete_subject(self, subject_id: str) -> None:
         self._call(self._stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject_id))
+
+    def audit_events(self, limit: int = 100, page_size: int = 100) -> Iterator[AuditEvent]:
+        """The audit log, newest first, at most ``limit`` events (admin scope)."""
+        token, left = "", limit
+        while left > 0:
+            resp = self._call(self._stub.ListAuditEvents, pb.ListAuditEventsRequest(
+                page_size=min(page_size, left), page_token=token))
+            for e in resp.events:
+                yield M.audit_event(e)
+            left -= len(resp.events)
+            token = resp.next_page_token
+            if not token or not resp.events:
+                return

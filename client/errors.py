@@ -9,11 +9,13 @@ import grpc
 
 
 class FaceGateError(Exception):
-    """A failed call. ``code`` is the grpc.StatusCode, ``message`` the server's details."""
+    """A failed call. ``code`` is the grpc.StatusCode, ``message`` the server's details and
+    ``field`` the request field it names ("frame.encoded"), or ""."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, field: str = "") -> None:
         self.code = code
         self.message = message
+        self.field = field
         super().__init__(f"{code.name}: {message}")
 
 
@@ -45,6 +47,10 @@ class Unavailable(FaceGateError):
     pass
 
 
+class Unauthenticated(FaceGateError):
+    pass
+
+
 class DeadlineExceeded(FaceGateError):
     pass
 
@@ -58,13 +64,21 @@ _BY_CODE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 
 def from_rpc_error(err: grpc.RpcError) -> FaceGateError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = err.details() if hasattr(err, "details") else str(err)
-    return _BY_CODE.get(code, FaceGateError)(code, details or "")
+    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    return _BY_CODE.get(code, FaceGateError)(code, details, _field(details))
+
+
+def _field(details: str) -> str:
+    """The field a server error names: its message's "field: " prefix (the same field is in
+    the status's google.rpc.BadRequest details for clients that read those)."""
+    head, sep, _ = details.partition(": ")
+    return head if sep and head and " " not in head else ""
 
 
 def retry_delays(retries: int, first: float = 0.2) -> Iterator[float]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -14,6 +16,7 @@ from facegate.client.v1 import facegate_pb2 as pb
 # What the SDK accepts as one frame: a file path, encoded JPEG/PNG bytes, an RGB uint8 array
 # (H, W, 3), or a ready pb.Frame.
 FrameLike = Union[str, os.PathLike, bytes, np.ndarray, pb.Frame]
+MAX_MESSAGE = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,30 @@ def decision(msg: pb.Decision, events: tuple = ()) -> Decision:
         elapsed_ms=msg.elapsed_ms, events=events)
 
 
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit-log entry: a decision or a gallery change (no images, no templates)."""
+
+    event_id: int
+    time_unix_ms: int
+    action: str
+    key_id: str
+    client_id: str
+    device_id: str
+    peer: str
+    mode: str
+    outcome: str
+    subject_id: str
+    session_id: str
+    scores: dict[str, float]
+
+
+def audit_event(msg: pb.AuditEvent) -> AuditEvent:
+    return AuditEvent(msg.event_id, msg.time_unix_ms, msg.action, msg.key_id, msg.client_id,
+                      msg.device_id, msg.peer, msg.mode, msg.outcome, msg.subject_id,
+                      msg.session_id, {k: round(v, 4) for k, v in msg.scores.items()})
+
+
 def subject(msg: pb.Subject) -> Subject:
     return Subject(msg.subject_id, msg.display_name, msg.samples, msg.created_unix_ms,
                    msg.updated_unix_ms)
@@ -201,3 +228,55 @@ def health_check(channel):
     """A callable that asks ``channel``'s server for its health: (request, timeout) -> status."""
     return channel.unary_unary(HEALTH_METHOD, request_serializer=lambda b: b,
                                response_deserializer=health_status)
+
+
+class ClosableRequests:
+    """A request iterator gRPC consumes on its own thread that the caller can close: once the
+    call is decided, :meth:`close` waits for a ``next`` in progress and closes the source."""
+
+    def __init__(self, source: Iterator) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __iter__(self) -> ClosableRequests:
+        return self
+
+    def __next__(self):
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            return next(self._source)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    return [("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE)]
+
+
+def call_metadata(metadata: Iterable[tuple[str, str]], api_key: str | None
+                  ) -> tuple[tuple[str, str], ...]:
+    return tuple(metadata) + ((("x-api-key", api_key),) if api_key else ())
+
+
+def tls_credentials(ca: str | None, cert: str | None, key: str | None):
+    """Channel credentials from PEM files (None when none is given)."""
+    import grpc
+
+    if not (ca or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key),
+                                        certificate_chain=read(cert))

@@ -93,7 +93,11 @@ def load_authenticator(settings: Settings):
 def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     """Bind, start serving health at once (NOT_SERVING), load models, then report SERVING."""
     keys = KeyStore(settings.db)
-    host = bind_host(settings, keys.active())
+    try:
+        host = bind_host(settings, keys.active())
+    except RuntimeError:
+        keys.close()
+        raise
     guards = Guards(Gatekeeper(keys, settings.require_api_keys),
                     StreamLimiter(settings.workers, settings.max_streams_per_key,
                                   settings.max_streams_per_peer),

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -20,9 +21,19 @@ DEFAULT_TARGET = "localhost:50051"
 
 
 def _client(args):
+    """The SDK client the flags describe, once the server says SERVING (``--wait`` seconds at
+    most: a command started while the server loads its models waits instead of failing)."""
     from facegate.client import FaceGateClient
 
-    return FaceGateClient(args.target, timeout=args.timeout)
+    fg = FaceGateClient(args.target, timeout=args.timeout, api_key=args.api_key or None,
+                        tls_ca=args.ca, tls_cert=args.cert, tls_key=args.key)
+    if args.wait > 0:
+        try:
+            fg.wait_ready(timeout=args.wait)
+        except Exception:
+            fg.close()
+            raise
+    return fg
 
 
 def cmd_serve(args) -> int:
@@ -33,9 +44,15 @@ def cmd_serve(args) -> int:
     settings = Settings.from_env(
         host=args.host, port=args.port, db=args.db, workers=args.workers,
         match_threshold=args.match_threshold,
-        allow_unverified_enrollment=args.allow_unverified_enrollment or None)
+        allow_unverified_enrollment=args.allow_unverified_enrollment or None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.client_ca,
+        require_api_keys=args.require_api_keys or None,
+        allow_anonymous=args.allow_anonymous or None)
     running = start(settings)
-    print(f"facegate serving on {settings.host}:{running.port} (db {settings.db})", flush=True)
+    tls = " (TLS" + (", client certificates required)" if settings.tls_client_ca else ")") \
+        if settings.tls else ""
+    print(f"facegate serving on {running.host}:{running.port}{tls} (db {settings.db})",
+          flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -102,6 +119,35 @@ def cmd_subjects(args) -> int:
         else:
             fg.delete_subject(args.subject_id)
             print(json.dumps({"deleted": args.subject_id}))
+    return 0
+
+
+def cmd_keys(args) -> int:
+    """API keys in the gallery database: the key is printed once, only its hash is kept."""
+    from facegate.server.security import KeyStore
+
+    store = KeyStore(args.db)
+    try:
+        if args.action == "add":
+            key, token = store.add(args.name, args.scopes.split(","))
+            print(json.dumps({"key_id": key.key_id, "name": key.name, "scopes": key.scopes,
+                              "key": token}))
+        elif args.action == "list":
+            for k in store.list():
+                print(json.dumps(k.__dict__))
+        else:
+            if not store.revoke(args.key_id):
+                raise ValueError(f"no active key {args.key_id!r}")
+            print(json.dumps({"revoked": args.key_id}))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_audit(args) -> int:
+    with _client(args) as fg:
+        for e in fg.audit_events(limit=args.limit):
+            print(json.dumps(e.__dict__))
     return 0
 
 
@@ -207,19 +253,36 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gRPC server")
-    s.add_argument("--host", default=None, help="bind address (default [::])")
+    s.add_argument("--host", default=None,
+                   help="bind address (default: localhost until the server has an API key or "
+                        "TLS, then [::])")
     s.add_argument("--port", type=int, default=None, help="port (default 50051; 0 = any)")
     s.add_argument("--db", default=None, help="SQLite gallery file (default facegate.db)")
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--match-threshold", type=float, default=None)
     s.add_argument("--allow-unverified-enrollment", action="store_true",
                    help="honour EnrollConfig.skip_liveness (trusted photo enrolment)")
+    s.add_argument("--tls-cert", default=None, help="server certificate (PEM)")
+    s.add_argument("--tls-key", default=None, help="server private key (PEM)")
+    s.add_argument("--client-ca", default=None,
+                   help="CA (PEM) client certificates must be signed by (mTLS)")
+    s.add_argument("--require-api-keys", action="store_true",
+                   help="every call but health needs an API key, even before one is added")
+    s.add_argument("--allow-anonymous", action="store_true",
+                   help="serve a keyless server on a non-loopback address (anyone may enrol)")
     s.set_defaults(fn=cmd_serve)
 
     def client_cmd(name: str, help: str):
         p = sub.add_parser(name, help=help)
         p.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
         p.add_argument("--timeout", type=float, default=120.0)
+        p.add_argument("--api-key", default=os.environ.get("FACEGATE_API_KEY"),
+                       help="API key (default: $FACEGATE_API_KEY)")
+        p.add_argument("--ca", default=None, help="TLS: CA certificate (PEM) of the server")
+        p.add_argument("--cert", default=None, help="mTLS: client certificate (PEM)")
+        p.add_argument("--key", default=None, help="mTLS: client private key (PEM)")
+        p.add_argument("--wait", type=float, default=60.0,
+                       help="seconds to wait for the server to be SERVING (0: do not wait)")
         return p
 
     e = client_cmd("enroll", "enrol one person from images or videos")
@@ -275,6 +338,19 @@ def parser() -> argparse.ArgumentParser:
                           "spoof cue's gain): refit that parameter, keep the threshold")
     cal.set_defaults(fn=cmd_calibrate)
 
+    k = sub.add_parser("keys", help="add, list or revoke API keys (in the gallery database)")
+    k.add_argument("action", choices=["add", "list", "revoke"])
+    k.add_argument("key_id", nargs="?", help="revoke: the key id")
+    k.add_argument("--db", default=os.environ.get("FACEGATE_DB", "facegate.db"))
+    k.add_argument("--name", default="", help="add: who the key is for (a gate, a desk)")
+    k.add_argument("--scopes", default="authenticate",
+                   help="add: comma-separated, of authenticate, enroll, admin, scores")
+    k.set_defaults(fn=cmd_keys)
+
+    au = client_cmd("audit", "the audit log of decisions and gallery changes, newest first")
+    au.add_argument("--limit", type=int, default=100)
+    au.set_defaults(fn=cmd_audit)
+
     sb = client_cmd("subjects", "list, get or delete enrolled subjects")
     sb.add_argument("action", choices=["list", "get", "delete"])
     sb.add_argument("subject_id", nargs="?")
@@ -284,8 +360,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "action", None) in ("get", "delete") and not args.subject_id:
+    if args.command == "subjects" and args.action in ("get", "delete") and not args.subject_id:
         parser().error(f"subjects {args.action} needs a subject id")
+    if args.command == "keys" and args.action == "revoke" and not args.key_id:
+        parser().error("keys revoke needs a key id")
     try:
         return args.fn(args)
     except Exception as e:  # noqa: BLE001 - the CLI prints errors, it does not trace them

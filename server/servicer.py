@@ -120,12 +120,16 @@ def _config_then_frames(requests: Iterator, request_name: str, config_name: str
 
 
 def _watched(requests: Iterator, context, watch) -> Iterator:
-    """``requests``, telling the watchdog of each one, and stopping when the client is gone."""
-    for req in requests:
+    """``requests``, telling the watchdog of each one, and stopping when the client is gone.
+    Once the client has sent its last message the watch ends: what follows is the server's
+    own work (recognition), not a silent client."""
+    for i, req in enumerate(requests):
         if not context.is_active():
             raise ClientGone()
-        watch.touch()
+        if i:  # the config alone does not stop the first-frame clock
+            watch.touch()
         yield req
+    watch.close()
 
 
 class FaceGateServicer:
@@ -154,8 +158,9 @@ class FaceGateServicer:
     @staticmethod
     def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, ClientGone) or not context.is_active():
+            # Cancelled or past its deadline: nobody is listening, and this is no error.
             log.debug("client gone: %s", type(exc).__name__)
-            return
+            context.abort(grpc.StatusCode.CANCELLED, "the client went away")
         code, message = status_of(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
@@ -207,23 +212,25 @@ class FaceGateServicer:
             reveal = self._reveal(who)
             queue = (FrameQueue(frames, auth.settings.frame_queue)
                      if session.config.realtime else None)
-            decision = None
             for frame, received in frames if queue is None else queue:
                 if not context.is_active():
                     raise ClientGone()
                 image = C.frame_image(frame, self.limits, "frame")
                 skipped = queue.skipped if queue is not None else 0
                 for ev in session.on_frame(image, float(frame.timestamp_ms), skipped, received):
+                    if isinstance(ev, Decision):
+                        self._record_session(context, who, session, ev)
                     yield C.event(ev, reveal)
                 if session.done:
-                    decision = session.decision
-                    break
-            if decision is None:
-                decision = session.finish(queue.skipped if queue is not None else None)
-                yield C.event(decision, reveal)
+                    return
+            decision = session.finish(queue.skipped if queue is not None else None)
+            # Recorded before it is sent: a client may hang up the moment it has it.
+            self._record_session(context, who, session, decision)
+            yield C.event(decision, reveal)
+
+    def _record_session(self, context, who: Principal, session, d: Decision) -> None:
         cfg = session.config
-        self._record("authenticate", context, who, decision, cfg.mode, cfg.client_id,
-                     cfg.device_id)
+        self._record("authenticate", context, who, d, cfg.mode, cfg.client_id, cfg.device_id)
 
     @_rpc(ENROLL)
     def Enroll(self, request_iterator: Iterator[pb.EnrollRequest], context,

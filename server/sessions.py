@@ -239,21 +239,29 @@ class AuthSession:
         self._ready = False
         self._t0 = time.monotonic()
         self._last_client_ts = 0.0
+        self._client_t0: float | None = None
 
     @property
     def done(self) -> bool:
         return self.decision is not None
 
     def _now_ms(self, client_ts: float, received: float | None) -> float:
-        """Stream time for deadlines: when the server received the frame. A client's
-        timestamp is checked for order only: a clock the client controls decides nothing."""
-        if client_ts:
-            if client_ts < self._last_client_ts:
-                raise InvalidInput(f"{client_ts:.0f} is before the previous frame's "
-                                   f"{self._last_client_ts:.0f}: timestamps must not go "
-                                   "backwards", "frame.timestamp_ms")
-            self._last_client_ts = client_ts
-        return ((time.monotonic() if received is None else received) - self._t0) * 1000.0
+        """Stream time for deadlines: the later of the server's clock (since the stream
+        began) and the client's (since its first frame). A client can make time pass faster
+        (its challenges only get stricter), never slower: a frozen or backward clock
+        changes nothing, and timestamps that go backwards are refused. A recorded clip
+        sent faster than real time keeps its own timeline."""
+        server = ((time.monotonic() if received is None else received) - self._t0) * 1000.0
+        if not client_ts:
+            return server
+        if client_ts < self._last_client_ts:
+            raise InvalidInput(f"{client_ts:.0f} is before the previous frame's "
+                               f"{self._last_client_ts:.0f}: timestamps must not go "
+                               "backwards", "frame.timestamp_ms")
+        if self._client_t0 is None:
+            self._client_t0 = client_ts
+        self._last_client_ts = client_ts
+        return max(server, client_ts - self._client_t0)
 
     def feed(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0,
              received: float | None = None) -> list[Event]:
