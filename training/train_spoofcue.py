@@ -267,8 +267,8 @@ def write_weights(model: SpoofCueNet, out: Path, cfg: CueConfig, gain: float, me
         "check": "facegate.liveness.spoofcue:SpoofCueCheck",
         "required": True,
         "calibrated_with": ["cue_gain"],
-        "train_command": "python -m training.train_spoofcue loso && "
-                         "python -m training.train_spoofcue final",
+        "train_command": f"python -m training.train_spoofcue loso && "
+                         f"python -m training.train_spoofcue final --epochs {cfg.epochs}",
         "config": asdict(cfg),
     }, out / "registry.json")
     return path
