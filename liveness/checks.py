@@ -84,6 +84,9 @@ class CropCheck:
 
     CROP_SIZE = 112  # crops are cached at 112 px for training and evaluation, then resized
     per_frame = True
+    # True: the check crops its own context from the full frame (evaluation re-crops the
+    # images for it instead of using the cached tight crops).
+    needs_frame = False
     name: str
     threshold: float
     required: bool = True

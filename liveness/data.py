@@ -136,8 +136,67 @@ def crop_set(samples: list[Sample], detector=None, progress: bool = False) -> Cr
             crops[i] = face_crop(faces[0], CACHE_CROP_SIZE)
             found[i] = True
             rotation[i] = faces[0].rotation
+    _save(path, crops=crops, found=found, rotation=rotation)
+    return CropSet(samples, crops, found, rotation)
+
+
+def detections(samples: list[Sample], detector=None, progress: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes (N, 4) in the upright frame, rotation (N,), found (N,)) of every sample's
+    largest face, detected as :func:`crop_set` detects it; cached beside the crops."""
+    from facegate.liveness.detect import load_image
+
+    path = cache_dir() / f"boxes-{_cache_key(samples)}.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["boxes"], z["rotation"], z["found"]
+    if detector is None:
+        from facegate.liveness.detect import FaceDetector
+
+        detector = FaceDetector(equalize_retry=False)  # as crop_set's cache
+    n = len(samples)
+    boxes, rotation, found = np.zeros((n, 4)), np.zeros(n, np.int8), np.zeros(n, bool)
+    items = enumerate(samples)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=n, desc="detecting faces", unit="img")
+    for i, s in items:
+        faces = detector.detect(load_image(str(s.path)))
+        if faces:
+            boxes[i], rotation[i], found[i] = faces[0].box, faces[0].rotation, True
+    _save(path, boxes=boxes, rotation=rotation, found=found)
+    return boxes, rotation, found
+
+
+def context_crops(samples: list[Sample], check, progress: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(crops, found): ``check.crop`` of each sample's face on its full image, for checks
+    that look beyond the tight face crop (a context scale); cached per crop kind."""
+    from facegate.liveness.detect import load_image
+    from facegate.liveness.types import Face
+
+    tag = f"{check.kind}-{check.crop_scale:g}-{check.input_size}"
+    path = cache_dir() / f"context-{_cache_key(samples)}-{tag}.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["crops"], z["found"]
+    boxes, rotation, found = detections(samples, progress=progress)
+    size = check.input_size
+    crops = np.zeros((len(samples), size, size, 3), np.uint8)
+    for i in np.flatnonzero(found):
+        image = load_image(str(samples[i].path))
+        k = int(rotation[i])
+        upright = np.ascontiguousarray(np.rot90(image, k)) if k else image
+        face = Face(box=tuple(float(v) for v in boxes[i]), landmarks=np.zeros((5, 2)),
+                    detection_score=1.0, frame=upright, rotation=k)
+        crops[i] = check.crop(face)
+    _save(path, crops=crops, found=found)
+    return crops, found
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, crops=crops, found=found, rotation=rotation)
+    np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
-    return CropSet(samples, crops, found, rotation)

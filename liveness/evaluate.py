@@ -61,19 +61,32 @@ def score_crops(cs: CropSet, model: str, check: CropCheck | None = None
     from facegate.liveness.checks import DEFAULT_CHECKS, build_check
     from facegate.liveness.fusion import FUSED_THRESHOLD, AllRequiredFusion, LearnedFusion
 
-    crops, labels = cs.crops[cs.found], cs.labels[cs.found]
+    labels = cs.labels[cs.found]
     if model in (DEFAULT_RULE, FUSION_RULE):
         checks = [c for c in (build_check(n) for n in DEFAULT_CHECKS)
                   if isinstance(c, CropCheck) and c.required]
         fusion = LearnedFusion.load(FUSION_RULE) if model == FUSION_RULE \
             else AllRequiredFusion()
-        scores = {c.name: (c.predict_crops(crops), c.threshold) for c in checks}
+        scores = {c.name: (c.predict_crops(_crops(cs, c)), c.threshold) for c in checks}
         fused = np.array([fusion.frame_score({n: (float(s[i]), t)
                                               for n, (s, t) in scores.items()})
-                          for i in range(len(crops))])
+                          for i in range(len(labels))])
         return fused, labels, FUSED_THRESHOLD
     check = check or crop_check(model)
-    return check.predict_crops(crops), labels, check.threshold
+    return check.predict_crops(_crops(cs, check)), labels, check.threshold
+
+
+def _crops(cs: CropSet, check: CropCheck) -> np.ndarray:
+    """The found faces' crops as ``check`` takes them: the cached tight crops, or its own
+    context crops of the full images (the same faces: one detector, one cache key)."""
+    if not check.needs_frame:
+        return cs.crops[cs.found]
+    from facegate.liveness.data import context_crops
+
+    crops, found = context_crops(cs.samples, check)
+    if not np.array_equal(found, cs.found):
+        raise RuntimeError("context crops found other faces than the crop cache")
+    return crops[found]
 
 
 def evaluate_folder(data: str | Path, model: str = "texture_cnn",

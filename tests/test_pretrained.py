@@ -1,0 +1,123 @@
+"""The pretrained detectors (Silent-Face MiniFASNets, CelebA-Spoof MiniFASNetV2-SE) behind the
+Check interface: their scores match the authors' published preprocessing, written here
+independently from MODELS.md, on real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facegate.liveness.checks import build_check
+from facegate.liveness.detect import FaceDetector, load_image
+from facegate.liveness.minifasnet import MiniFASNet
+
+from .conftest import DATA
+
+MODELS = DATA.parent / "models"
+NUAA = DATA / "pad" / "nuaa"
+
+
+def _faces(label: str, n: int = 6):
+    det = FaceDetector()
+    paths = sorted((NUAA / label).rglob("*.jpg"))[::211][:n]
+    return [det.detect(load_image(str(p)))[0] for p in paths]
+
+
+@pytest.fixture(scope="module")
+def nuaa():
+    return {"live": _faces("live"), "spoof": _faces("spoof")}
+
+
+def _reference_silentface(face, pth: Path, scale: float) -> float:
+    """Silent-Face's own recipe: box (x, y, w, h) scaled about its centre, the scale capped by
+    the image, shifted inside it, inclusive crop, cv2.resize to 80, BGR 0-255, softmax[1]."""
+    img = cv2.cvtColor(face.frame, cv2.COLOR_RGB2BGR)
+    src_h, src_w = img.shape[:2]
+    x, y = face.box[0], face.box[1]
+    box_w, box_h = face.box[2] - face.box[0], face.box[3] - face.box[1]
+    scale = min((src_h - 1) / box_h, min((src_w - 1) / box_w, scale))
+    new_w, new_h = box_w * scale, box_h * scale
+    cx, cy = box_w / 2 + x, box_h / 2 + y
+    x0, y0, x1, y1 = cx - new_w / 2, cy - new_h / 2, cx + new_w / 2, cy + new_h / 2
+    if x0 < 0:
+        x1 -= x0
+        x0 = 0
+    if y0 < 0:
+        y1 -= y0
+        y0 = 0
+    if x1 > src_w - 1:
+        x0 -= x1 - src_w + 1
+        x1 = src_w - 1
+    if y1 > src_h - 1:
+        y0 -= y1 - src_h + 1
+        y1 = src_h - 1
+    crop = cv2.resize(img[int(y0):int(y1) + 1, int(x0):int(x1) + 1], (80, 80))
+    state = {k.removeprefix("module."): v
+             for k, v in torch.load(pth, weights_only=True, map_location="cpu").items()}
+    net = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(crop.transpose(2, 0, 1)[None].astype(np.float32)))
+    return float(torch.softmax(logits, 1)[0, 1])
+
+
+def _reference_celeba(face, onnx_path: Path) -> float:
+    """MODELS.md's recipe: square on the longer side x1.5, reflect outside, letterbox to
+    128 (INTER_AREA / LANCZOS4, BORDER_REFLECT_101), RGB / 255, real - spoof logits."""
+    import onnxruntime as ort
+
+    img = face.frame
+    left, top, right, bottom = face.box
+    side = max(right - left, bottom - top) * 1.5
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+    h, w = img.shape[:2]
+    pad = max(0, -x0, -y0, x1 - w, y1 - h)
+    big = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    crop = big[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    k = 128 / max(crop.shape[:2])
+    nh, nw = round(crop.shape[0] * k), round(crop.shape[1] * k)
+    crop = cv2.resize(crop, (nw, nh),
+                      interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LANCZOS4)
+    pad_t, pad_l = (128 - nh) // 2, (128 - nw) // 2
+    crop = cv2.copyMakeBorder(crop, pad_t, 128 - nh - pad_t, pad_l, 128 - nw - pad_l,
+                              cv2.BORDER_REFLECT_101)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = crop.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    real, spoof = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
+    return float(1 / (1 + np.exp(spoof - real)))
+
+
+@pytest.mark.parametrize("name, pth, scale", [
+    ("minifas_v2", "silentface/2.7_80x80_MiniFASNetV2.pth", 2.7),
+    ("minifas_v1se", "silentface/4_0_0_80x80_MiniFASNetV1SE.pth", 4.0),
+])
+def test_silentface_scores_match_the_published_recipe(nuaa, name, pth, scale):
+    check = build_check(name)  # fp16 safetensors, ONNX Runtime, our crop
+    for face in nuaa["live"] + nuaa["spoof"]:
+        ours = float(check.predict_crops(check.crop(face)[None])[0])
+        assert ours == pytest.approx(_reference_silentface(face, MODELS / pth, scale),
+                                     abs=0.01)
+
+
+def test_celeba_model_scores_match_the_published_recipe(nuaa):
+    check = build_check("celeba_minifas")
+    for face in nuaa["live"] + nuaa["spoof"]:
+        ours = float(check.predict_crops(check.crop(face)[None])[0])
+        ref = _reference_celeba(face, MODELS / "vietanh_minifas" / "best_model.onnx")
+        assert ours == pytest.approx(ref, abs=1e-4)
+
+
+def test_pretrained_checks_separate_nuaa_prints_on_full_frames(nuaa):
+    """Their design point (MODELS.md: near perfect on NUAA's full frames)."""
+    for name in ("minifas_v2", "minifas_v1se"):
+        check = build_check(name)
+        live = check.predict_crops(np.stack([check.crop(f) for f in nuaa["live"]]))
+        spoof = check.predict_crops(np.stack([check.crop(f) for f in nuaa["spoof"]]))
+        assert np.median(live) > 0.5 > np.max(spoof), (name, live, spoof)
