@@ -17,11 +17,14 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from facegate.liveness.types import CheckResult, Face, mean_score_result
+
+if TYPE_CHECKING:
+    from facegate.weights import WeightsEntry
 
 # The server's default checks, in the order the Decision reports them.
 DEFAULT_CHECKS = ("spoof_cue", "texture_cnn", "blink", "iqa_lda", "eye_state", "planarity")
@@ -74,7 +77,32 @@ class Check(Protocol):
         ...
 
 
-class CropCheck:
+class RegistryCheck:
+    """A check loaded from its registry entry: ``Check(name)``, or :meth:`from_entry` with an
+    entry already read; subclasses implement ``_load(entry, runtime)``."""
+
+    default_weights: str | None = None
+
+    def __init__(self, weights: str | None = None, registry: Path | None = None,
+                 runtime: str = "onnx") -> None:
+        from facegate.weights import REGISTRY_PATH, entry
+
+        name = weights or self.default_weights
+        if name is None:
+            raise ValueError(f"{type(self).__name__} needs the name of its registry entry")
+        self._load(entry(name, registry or REGISTRY_PATH), runtime)
+
+    @classmethod
+    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> RegistryCheck:
+        check = cls.__new__(cls)
+        check._load(e, runtime)
+        return check
+
+    def _load(self, e: WeightsEntry, runtime: str) -> None:
+        raise NotImplementedError
+
+
+class CropCheck(RegistryCheck):
     """A per-frame check on the detector's square face crop: a score in [0, 1] per face,
     the stream judged by the mean of the last ``window`` scores.
 

@@ -9,13 +9,12 @@ face frames show both eyes closed. Its registry entry says whether the rule deci
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from facegate.liveness.checks import PASSIVE, Context, FaceSample
+from facegate.liveness.checks import PASSIVE, Context, FaceSample, RegistryCheck
 from facegate.liveness.detect import eye_crops
 from facegate.liveness.resnet import SmallResNet
 from facegate.liveness.runtime import inference_module
@@ -37,24 +36,14 @@ def build_eyenet(**kwargs) -> SmallResNet:
     return SmallResNet(in_channels=1, **kwargs)
 
 
-class EyeStateCheck:
+class EyeStateCheck(RegistryCheck):
     """P(open) of both eyes on every face frame; the stream fails when this share of its
     face frames or more has both eyes closed (``max_closed_share`` in the registry)."""
 
     per_frame = False
     window: int | None = None  # the whole stream
 
-    def __init__(self, weights: str = "eye_state", registry: Path | None = None,
-                 runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, entry
-
-        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
-
-    @classmethod
-    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> EyeStateCheck:
-        check = cls.__new__(cls)
-        check._load(e, runtime)
-        return check
+    default_weights = "eye_state"
 
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state

@@ -23,7 +23,6 @@ features; its learned arrays are stored as safetensors, nothing is pickled.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -272,19 +271,9 @@ def crop_measures(rgb_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class IQACheck(CropCheck):
     """Per-frame P(live) from the image-quality measures + LDA."""
 
-    def __init__(self, weights: str = "iqa_lda", registry: Path | None = None,
-                 runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, entry
+    default_weights = "iqa_lda"
 
-        self._load(entry(weights, registry or REGISTRY_PATH))
-
-    @classmethod
-    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> IQACheck:
-        check = cls.__new__(cls)
-        check._load(e)
-        return check
-
-    def _load(self, e: WeightsEntry) -> None:
+    def _load(self, e: WeightsEntry, runtime: str = "onnx") -> None:
         from safetensors.numpy import load_file
 
         from facegate.weights import verify

@@ -17,7 +17,6 @@ Scores are P(real) from the softmax (Silent-Face: class 1 of 3; ONNX: real of [r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -196,18 +195,6 @@ class ContextCheck(CropCheck):
     the mean of the last ``window`` frames against the registry threshold."""
 
     needs_frame = True
-
-    def __init__(self, weights: str, registry: Path | None = None,
-                 runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, entry
-
-        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
-
-    @classmethod
-    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> ContextCheck:
-        check = cls.__new__(cls)
-        check._load(e, runtime)
-        return check
 
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state, verify

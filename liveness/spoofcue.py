@@ -19,7 +19,6 @@ in minutes; 224 px would take hours per fold here.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -129,17 +128,7 @@ class SpoofCueCheck(CropCheck):
     threshold override at run time moves the operating point off the calibrated one.
     """
 
-    def __init__(self, weights: str = "spoof_cue", registry: Path | None = None,
-                 runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, entry
-
-        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
-
-    @classmethod
-    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> SpoofCueCheck:
-        check = cls.__new__(cls)
-        check._load(e, runtime)
-        return check
+    default_weights = "spoof_cue"
 
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state

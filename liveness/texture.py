@@ -6,7 +6,6 @@ crop the server makes of a camera frame. Its output is P(live).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -88,17 +87,7 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
 class TextureCheck(CropCheck):
     """Per-frame P(live) from a texture CNN; the session averages it over the stream."""
 
-    def __init__(self, weights: str = "texture_cnn", registry: Path | None = None,
-                 runtime: str = "onnx") -> None:
-        from facegate.weights import REGISTRY_PATH, entry
-
-        self._load(entry(weights, registry or REGISTRY_PATH), runtime)
-
-    @classmethod
-    def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> TextureCheck:
-        check = cls.__new__(cls)
-        check._load(e, runtime)
-        return check
+    default_weights = "texture_cnn"
 
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state
