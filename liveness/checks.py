@@ -90,15 +90,24 @@ class RegistryCheck:
         name = weights or self.default_weights
         if name is None:
             raise ValueError(f"{type(self).__name__} needs the name of its registry entry")
-        self._load(entry(name, registry or REGISTRY_PATH), runtime)
+        self._init(entry(name, registry or REGISTRY_PATH), runtime)
 
     @classmethod
     def from_entry(cls, e: WeightsEntry, runtime: str = "onnx") -> RegistryCheck:
         check = cls.__new__(cls)
-        check._load(e, runtime)
+        check._init(e, runtime)
         return check
 
+    def _init(self, e: WeightsEntry, runtime: str) -> None:
+        """What every entry gives: name, threshold, required, input size; then the model."""
+        self.entry, self.name = e, e.name
+        self.threshold = float(e.threshold)
+        self.required = bool(e.extra.get("required", True))
+        self.input_size = e.input_size
+        self._load(e, runtime)
+
     def _load(self, e: WeightsEntry, runtime: str) -> None:
+        """Load the model of entry ``e`` (its file's hash verified)."""
         raise NotImplementedError
 
 

@@ -49,14 +49,11 @@ class EyeStateCheck(RegistryCheck):
         from facegate.weights import load_entry_state
 
         state = load_entry_state(e)
-        self.entry = e
-        self.name = e.name
         self.scale = float(e.preprocessing.get("crop_scale", 0.6))
         self.max_closed_share = float(e.extra.get("max_closed_share", 0.5))
-        self.threshold = float(e.threshold)  # P(open) below this = closed
-        # Measured on live faces at gate-like sizes, the rule rejects too many squinting
-        # people to decide alone (registry: metrics.live_faces_both_closed): reported only.
-        self.required = bool(e.extra.get("required", False))
+        # threshold: P(open) below it = closed. required is false in the registry: measured
+        # on live faces at gate-like sizes, the rule rejects too many squinting people to
+        # decide alone (metrics.live_faces_both_closed).
         model = build_eyenet()
         model.load_state_dict(state)
         self.model = inference_module(model, torch.zeros(1, 1, EYE_SIZE, EYE_SIZE), runtime)

@@ -278,11 +278,7 @@ class IQACheck(CropCheck):
 
         from facegate.weights import verify
 
-        self.entry = verify(e)
-        self.name = e.name
-        self.model = IQAModel.from_state(load_file(str(e.path)))
-        self.threshold = float(e.threshold)
-        self.required = bool(e.extra.get("required", True))
+        self.model = IQAModel.from_state(load_file(str(verify(e).path)))
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """P(live) for (N, H, W, 3) uint8 RGB face crops."""

@@ -199,14 +199,9 @@ class ContextCheck(CropCheck):
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state, verify
 
-        self.entry = e
-        self.name = e.name
-        self.threshold = float(e.threshold)
-        self.required = bool(e.extra.get("required", True))
         p = e.preprocessing
         self.kind = p["crop"]  # "silentface" or "letterbox"
         self.crop_scale = float(p["scale"])
-        self.input_size = e.input_size
         self.real_class = int(p.get("real_class", 1))
         if e.file and e.file.endswith(".onnx"):
             import onnxruntime as ort

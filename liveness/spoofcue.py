@@ -134,12 +134,7 @@ class SpoofCueCheck(CropCheck):
         from facegate.weights import load_entry_state
 
         state = load_entry_state(e)
-        self.entry = e
-        self.name = e.name
-        self.required = bool(e.extra.get("required", True))
-        self.input_size = e.input_size
         self.gain = float(e.extra.get("cue_gain", 1.0))
-        self.threshold = float(e.threshold)
         width = int(e.extra.get("arch_kwargs", {}).get("width", 16))
         generator = SpoofCueGenerator(width)
         # Only the generator ships: the auxiliary classifier is a training device.

@@ -93,13 +93,8 @@ class TextureCheck(CropCheck):
         from facegate.weights import load_entry_state
 
         state = load_entry_state(e)
-        self.entry = e
-        self.name = e.name
-        self.required = bool(e.extra.get("required", True))
-        self.input_size = e.input_size
         self.crop_scale = float(e.preprocessing.get("crop_scale", 1.0))
         self.norm = e.preprocessing.get("norm", "global")
-        self.threshold = float(e.threshold)
         kwargs = e.extra.get("arch_kwargs", {})
         model = build_texture_model(e.extra.get("arch", "livenessnet"), self.input_size,
                                     **kwargs)
