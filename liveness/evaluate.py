@@ -167,3 +167,93 @@ def write_report(ev: Evaluation, out: Path) -> Path:
     path.write_text(md)
     (out / "report.json").write_text(json.dumps(r, indent=2) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class VideoEvaluation:
+    """Sessions judged as the server judges them, on ``DIR/live/*`` and ``DIR/spoof/*``
+    clips: ``sessions`` (every run of ``window`` consecutive face frames of a clip, one
+    LivenessSession each) and ``clips`` (each clip's first session: the server's decision
+    on a stream that starts with it)."""
+
+    data: str
+    window: int
+    sessions: PadReport
+    clips: PadReport
+    per_clip: dict[str, dict]
+
+    def as_dict(self) -> dict:
+        return {"data": self.data, "window": self.window,
+                "sessions": self.sessions.as_dict(), "clips": self.clips.as_dict(),
+                "per_clip": self.per_clip}
+
+
+def video_samples(data: str | Path) -> list[tuple[Path, int]]:
+    """(clip, label) of ``DIR/live/*`` (1) and ``DIR/spoof/*`` (0) videos."""
+    from facegate.client.media import VIDEO_SUFFIXES
+
+    out = []
+    for label_name, label in (("live", 1), ("spoof", 0)):
+        folder = Path(data) / label_name
+        if folder.is_dir():
+            out += [(p, label) for p in sorted(folder.iterdir())
+                    if p.suffix.lower() in VIDEO_SUFFIXES]
+    return out
+
+
+def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int = 1,
+                    progress: bool = False) -> VideoEvaluation:
+    """Every clip streamed through one LivenessSession (the face tracked as in a stream),
+    then every window of ``window`` face frames judged by a fresh session on those frames,
+    the way a server session of that length would judge them (no challenges asked)."""
+    from facegate.liveness.pipeline import LivenessPipeline
+
+    clips = video_samples(data)
+    if not clips:
+        raise ValueError(f"{data}: no videos under live/ or spoof/")
+    pipe = pipeline or LivenessPipeline(decision_frames=window)
+    s_scores, s_labels, c_scores, c_labels, per_clip = [], [], [], [], {}
+    for clip, label in clips:
+        analyses = [a for a in _stream(pipe, clip, every) if a.face is not None]
+        windows = []
+        for i in range(0, max(len(analyses) - window + 1, 0)):
+            session = pipe.session()
+            for a in analyses[i:i + window]:
+                session.add(a)
+            windows.append(session.result().score)
+        s_scores += windows
+        s_labels += [label] * len(windows)
+        if windows:
+            c_scores.append(windows[0])
+            c_labels.append(label)
+        per_clip[clip.name] = {
+            "label": "live" if label else "spoof", "face_frames": len(analyses),
+            "sessions": len(windows),
+            "live_share": round(float(np.mean(np.array(windows) >= 0.5)), 4) if windows
+            else None, "first_session_live": bool(windows[0] >= 0.5) if windows else None}
+        if progress:
+            print(clip, per_clip[clip.name], flush=True)
+    from facegate.liveness.fusion import FUSED_THRESHOLD
+
+    def report(s, y):
+        return pad_report(np.array(s), np.array(y, dtype=np.int64), FUSED_THRESHOLD)
+
+    return VideoEvaluation(str(data), window, report(s_scores, s_labels),
+                           report(c_scores, c_labels), per_clip)
+
+
+def _stream(pipe, clip: Path, every: int):
+    """The clip's frames analysed as one stream (tracking between frames)."""
+    cap = cv2.VideoCapture(str(clip))
+    session = pipe.session()
+    i = 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            if i % every == 0:
+                yield session.step(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i * 33.0).analysis
+            i += 1
+    finally:
+        cap.release()

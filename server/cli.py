@@ -152,8 +152,26 @@ def cmd_audit(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from facegate.liveness.evaluate import evaluate_folder, write_report
+    from facegate.liveness.evaluate import (
+        evaluate_folder,
+        evaluate_videos,
+        video_samples,
+        write_report,
+    )
 
+    if video_samples(args.data):  # clips: sessions judged as the server judges them
+        from facegate.liveness.checks import DEFAULT_CHECKS
+        from facegate.liveness.pipeline import LivenessPipeline
+
+        if args.model not in ("default", "fusion"):
+            raise ValueError("video folders are judged by the server's rule: --model "
+                             "default or fusion")
+        pipe = LivenessPipeline(DEFAULT_CHECKS, fusion=args.model if args.model == "fusion"
+                                else None, decision_frames=args.window)
+        r = evaluate_videos(args.data, pipe, args.window, args.every,
+                            progress=not args.json).as_dict()
+        print(json.dumps(r) if args.json else json.dumps(r, indent=2))
+        return 0
     ev = evaluate_folder(args.data, args.model, args.threshold, progress=not args.json)
     r = ev.as_dict()
     if args.report:
@@ -308,8 +326,13 @@ def parser() -> argparse.ArgumentParser:
     lv.add_argument("inputs", nargs="+")
     lv.set_defaults(fn=cmd_liveness)
 
-    ev = sub.add_parser("eval", help="liveness metrics on a DIR/live + DIR/spoof folder")
-    ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images")
+    ev = sub.add_parser("eval", help="liveness metrics on a DIR/live + DIR/spoof folder of "
+                                     "images, or of videos (judged as server sessions)")
+    ev.add_argument("--data", required=True, help="folder with live/ and spoof/ images or "
+                                                   "videos")
+    ev.add_argument("--window", type=int, default=8,
+                    help="videos: face frames per session (the server's decision_frames)")
+    ev.add_argument("--every", type=int, default=1, help="videos: use every n-th frame")
     ev.add_argument("--model", default="default",
                     help="'default' (the server's rule), 'fusion' (the opt-in fitted fusion), "
                          "or a per-frame check's name: texture_cnn, iqa_lda, spoof_cue, ...")

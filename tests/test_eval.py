@@ -104,3 +104,15 @@ def test_calibrate_keeps_the_spoof_cue_threshold_and_refits_its_gain(tmp_path):
     check = SpoofCueCheck(registry=reg)
     ev = evaluate_folder(data, "spoof_cue", check=check)
     assert check.threshold == 0.96 and ev.report.bpcer <= 0.05
+
+
+def test_eval_scores_video_sessions_as_the_server_does():
+    out = _run("eval", "--data", str(DATA / "videos" / "hm_apfol"), "--every", "3", "--json")
+    assert out["window"] == 8 and set(out["per_clip"]) == {"real2.webm", "fake2.webm"}
+    s = out["sessions"]
+    assert s["n_live"] == out["per_clip"]["real2.webm"]["sessions"] > 0
+    assert s["n_spoof"] == out["per_clip"]["fake2.webm"]["sessions"] > 0
+    assert out["clips"]["n_live"] == out["clips"]["n_spoof"] == 1
+    # The replay's sessions are rejected far more often than the live clip's.
+    assert out["per_clip"]["fake2.webm"]["live_share"] < out["per_clip"]["real2.webm"][
+        "live_share"]

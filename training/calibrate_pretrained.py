@@ -2,8 +2,10 @@
 
     python -m training.calibrate_pretrained [--out weights]   # -> registry thresholds + card
 
-Nothing here trains: each model scores every image of every source group (its own context
-crop of the full image, as served; nothing here trained on any of it). For each held-out group
+Nothing here trains: each model scores every face of every source group (its own context
+crop of the full image, as served), NUAA on its official test list as in the trained
+checks' runs. The scores are stored as the checks' out-of-fold scores (cards/<name>.json)
+for the rule selection (training/select_rule.py). For each held-out group
 the threshold is the one minimising the mean per-group ACER of the *other* groups (nested:
 chosen without the group it is judged on); the deployed threshold minimises it over all
 groups. hm_viguardieiro (live only) is scored for BPCER and never picks a threshold.
@@ -27,14 +29,18 @@ NAMES = ("minifas_v2", "minifas_v1se", "celeba_minifas")
 
 
 def group_scores(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Held-out group -> (scores, labels) of ``name`` on every found face of the group."""
+    """Group -> (scores, labels) of ``name`` on the found faces the trained checks' LOSO
+    runs hold out (NUAA: its official test list), in their order, so the fusion can line
+    them up; live-only groups too."""
     check = crop_check(name)
     per: dict[str, list] = {}
     for source in D.pad_sources():
         cs = crop_set(D.pad_dataset(source).samples(), progress=False)
         s, y, _ = score_crops(cs, name, check)
-        per.setdefault(D.group_of(source), []).append((s, y))
-        print(f"  {name} {source}: {len(y)} faces", flush=True)
+        keep = np.array([source != "nuaa" or smp.split == "test"
+                         for smp, ok in zip(cs.samples, cs.found) if ok], bool)
+        per.setdefault(D.group_of(source), []).append((s[keep], y[keep]))
+        print(f"  {name} {source}: {int(keep.sum())} faces", flush=True)
     return {g: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
             for g, v in per.items()}
 
@@ -74,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
           "other groups.", ""]
     report = {}
     for name in args.models:
-        r = nested(group_scores(name))
-        report[name] = r
+        scores = group_scores(name)
+        r = nested(scores)
+        report[name] = {**r, "_scores": scores}
         entry = read_registry(args.out / "registry.json")[name]
         entry["threshold"] = r["threshold"]
         entry["metrics"] = {**{k: v for k, v in entry.get("metrics", {}).items()
@@ -96,6 +103,15 @@ def main(argv: list[str] | None = None) -> None:
         md += table(r["nested_per_group"], first="held-out group") + [""]
         print(name, {k: r[k] for k in ("nested_mean_acer", "threshold")}, flush=True)
     cards = args.out / "cards"
+    for name, r in report.items():  # the layout fusion_fit / select_rule read
+        oof = r.pop("_scores")
+        (cards / f"{name}.json").write_text(json.dumps({"leave_one_source_out": {
+            "oof_scores": {g: [[round(float(v), 4) for v in s], [int(v) for v in y]]
+                           for g, (s, y) in oof.items() if g not in EVAL_ONLY},
+            "live_only_scores": {g: [round(float(v), 4) for v in s]
+                                 for g, (s, y) in oof.items() if g in EVAL_ONLY},
+            "threshold": r["threshold"], "nested_mean_acer": r["nested_mean_acer"]}},
+            indent=2) + "\n")
     (cards / "pretrained.json").write_text(json.dumps(report, indent=2) + "\n")
     (cards / "pretrained.md").write_text("\n".join(md) + "\n")
 
