@@ -26,8 +26,10 @@ from facegate.liveness.types import CheckResult, Face, mean_score_result
 if TYPE_CHECKING:
     from facegate.weights import WeightsEntry
 
-# The server's default checks, in the order the Decision reports them.
-DEFAULT_CHECKS = ("spoof_cue", "texture_cnn", "blink", "iqa_lda", "eye_state", "planarity")
+# The server's default checks, in the order the Decision reports them. Which of them decide
+# is each registry entry's "required" (training/select_rule.py measured the rules).
+DEFAULT_CHECKS = ("spoof_cue", "texture_cnn", "blink", "iqa_lda", "celeba_minifas",
+                  "eye_state", "planarity")
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ def score_crops(cs: CropSet, model: str, check: CropCheck | None = None
     """Scores of the found faces, their labels, and the threshold they are judged at.
 
     ``model`` is a per-frame check's registry name (``texture_cnn``, ``iqa_lda``,
-    ``spoof_cue``, ...), ``default`` (the server's per-frame rule: every required per-frame
-    check of the default set at its own threshold) or ``fusion`` (the same with the fitted
-    fusion); rules are scored as the weakest part mapped so each threshold sits at 0.5.
+    ``spoof_cue``, ``celeba_minifas``, ...), ``default`` (the server's per-frame rule: every
+    required per-frame check of the default set at its own threshold) or ``fusion`` (the
+    same with the fitted fusion of its inputs); rules are scored as the weakest part mapped
+    so each threshold sits at 0.5.
     ``check`` scores with an already built check instead of the registry's.
     """
     from facegate.liveness.checks import DEFAULT_CHECKS, build_check
@@ -63,10 +64,11 @@ def score_crops(cs: CropSet, model: str, check: CropCheck | None = None
 
     labels = cs.labels[cs.found]
     if model in (DEFAULT_RULE, FUSION_RULE):
-        checks = [c for c in (build_check(n) for n in DEFAULT_CHECKS)
-                  if isinstance(c, CropCheck) and c.required]
         fusion = LearnedFusion.load(FUSION_RULE) if model == FUSION_RULE \
             else AllRequiredFusion()
+        inputs = getattr(fusion, "inputs", {})
+        checks = [c for c in (build_check(n) for n in DEFAULT_CHECKS)
+                  if isinstance(c, CropCheck) and (c.required or c.name in inputs)]
         scores = {c.name: (c.predict_crops(_crops(cs, c)), c.threshold) for c in checks}
         fused = np.array([fusion.frame_score({n: (float(s[i]), t)
                                               for n, (s, t) in scores.items()})
@@ -243,17 +245,11 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
 
 
 def _stream(pipe, clip: Path, every: int):
-    """The clip's frames analysed as one stream (tracking between frames)."""
-    cap = cv2.VideoCapture(str(clip))
+    """The clip's frames as a client sends them (the SDK's video reader: at most 640 px,
+    JPEG) and as the server decodes them, analysed as one stream (tracking between frames)."""
+    from facegate.client.media import video_frames
+
     session = pipe.session()
-    i = 0
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            if i % every == 0:
-                yield session.step(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i * 33.0).analysis
-            i += 1
-    finally:
-        cap.release()
+    for f in video_frames(clip, every=every):
+        bgr = cv2.imdecode(np.frombuffer(f.encoded, np.uint8), cv2.IMREAD_COLOR)
+        yield session.step(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), float(f.timestamp_ms)).analysis

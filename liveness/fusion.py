@@ -100,9 +100,9 @@ class LearnedFusion:
                    d["intercept"], float(d["threshold"]))
 
     def fits(self, checks: Sequence) -> bool:
-        """Whether ``checks`` (loaded checks) hold every input, required, at the threshold the
-        fusion was fitted with: its margins mean nothing against other thresholds."""
-        loaded = {c.name: c.threshold for c in checks if c.required}
+        """Whether ``checks`` (loaded checks) hold every input at the threshold the fusion
+        was fitted with: its margins mean nothing against other thresholds."""
+        loaded = {c.name: c.threshold for c in checks}
         return all(loaded.get(name) == t for name, t in self.inputs.items())
 
     def probability(self, scores: Mapping[str, float]) -> float:
@@ -128,7 +128,7 @@ class LearnedFusion:
                            f"< {self.threshold:.2f}: {parts})")
 
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
-        judged = {c.name: c for c in checks if c.applicable and c.required}
+        judged = {c.name: c for c in checks if c.applicable}
         if not all(c in judged for c in self.inputs):  # nothing to fuse: each on its own
             return AllRequiredFusion().fuse(checks, frames_used)
         fused = self.check({c: judged[c].score for c in self.inputs})

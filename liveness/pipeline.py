@@ -212,9 +212,11 @@ class LivenessPipeline:
 
     def frame_score(self, scores: Mapping[str, Any]) -> float | None:
         """One frame's measurements fused as the decision fuses the window (live >= 0.5);
-        None when no required per-frame check measured it."""
+        None when no deciding per-frame check measured it."""
+        inputs = getattr(self.fusion, "inputs", {})  # a fitted fusion decides for these
         scored = {c.name: (float(scores[c.name]), c.threshold) for c in self.checks
-                  if c.per_frame and c.required and scores.get(c.name) is not None}
+                  if c.per_frame and (c.required or c.name in inputs)
+                  and scores.get(c.name) is not None}
         return self.fusion.frame_score(scored) if scored else None
 
     def bind_thread(self) -> None:

@@ -48,8 +48,14 @@ def test_replay_is_rejected_before_the_matcher(client, enrolled, server):
     texture = next(c for c in d.checks if c.name == "texture_cnn")
     assert not texture.passed
     assert server.servicer.auth.match_calls == calls  # the spoof never reached recognition
+    # The default rule (training/select_rule.py): image quality AND the CelebA-Spoof
+    # detector decide; the spoof cue is scored at its 0.96 and reported.
+    deciding = {c.name for c in d.checks if c.required}
+    assert deciding == {"iqa_lda", "celeba_minifas"}
+    celeba = next(c for c in d.checks if c.name == "celeba_minifas")
+    assert not celeba.passed
     cue = next(c for c in d.checks if c.name == "spoof_cue")
-    assert cue.required and cue.threshold == pytest.approx(0.96)
+    assert not cue.required and cue.threshold == pytest.approx(0.96)
     assert d.spoof_cue_score == pytest.approx(cue.score)
 
 
@@ -167,7 +173,7 @@ def test_opt_in_fusion_trades_attacks_for_live_users(server):
     assert decisions["default"].outcome == "REJECTED_SPOOF"
     checks = {c.name: c for c in decisions["fusion"].liveness.checks}
     assert not checks["iqa_lda"].required and checks["fusion"].required
-    assert checks["spoof_cue"].required and checks["spoof_cue"].passed
+    assert checks["celeba_minifas"].required  # required on its own, as in the default
     # The measured weakness of the opt-in rule, kept visible: this replay passes it.
     assert decisions["fusion"].live and checks["fusion"].passed
 
