@@ -26,10 +26,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--window", type=int, default=8)
     args = ap.parse_args()
+    from facegate.weights import entry
+
     pipe = LivenessPipeline(decision_frames=args.window)
+    band = float(entry("step_up").extra["band"])
     rows = {}
     for folder in sorted((default_data_root() / "videos").iterdir()):
-        ev = evaluate_videos(folder, pipe, args.window, args.every)
+        ev = evaluate_videos(folder, pipe, args.window, args.every, band=band)
         rows[folder.name] = ev.as_dict()
         print(folder.name, json.dumps(ev.per_clip), flush=True)
     OUT.mkdir(exist_ok=True)
@@ -39,12 +42,15 @@ def main() -> None:
           f"`python bench/video_sessions.py --every {args.every}` (the same as `facegate eval "
           "--data ../shared/data/videos/SOURCE`): the default checks and rule; every window "
           f"of {args.window} face frames is one session.", "",
+          f"Step-up: the sessions within {band} of 0.5 (registry `step_up`) would be asked "
+          "one challenge.", "",
           "| source | clip | label | face frames | sessions | share judged live | first "
-          "session live |", "|---|---|---|---|---|---|---|"]
+          "session live | share stepped up |", "|---|---|---|---|---|---|---|---|"]
     for src, r in rows.items():
         for clip, c in r["per_clip"].items():
             md.append(f"| {src} | {clip} | {c['label']} | {c['face_frames']} | "
-                      f"{c['sessions']} | {c['live_share']} | {c['first_session_live']} |")
+                      f"{c['sessions']} | {c['live_share']} | {c['first_session_live']} | "
+                      f"{c.get('step_up_share')} |")
     md += ["", "| source | session APCER | session BPCER | clip APCER | clip BPCER |",
            "|---|---|---|---|---|"]
     md += [f"| {src} | {r['sessions']['apcer']} | {r['sessions']['bpcer']} | "

@@ -9,6 +9,7 @@ whether a verdict is ready; :meth:`LivenessSession.verdict` gives it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -168,6 +169,12 @@ class LivenessPipeline:
     ``redetect_every``: within a stream, a frame's face is searched for only around the
     previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
     again every this many frames, or whenever the face is lost; 1 searches every frame.
+
+    ``step_up_band``: a session whose passive fused score lies within this of 0.5 when it
+    would decide is asked one random challenge from ``step_up_pool`` instead, and is live
+    when the passive score is at least 0.5 - band, the challenge is answered and planarity
+    (after a head challenge) passes (None: no step-up; the band is registry data,
+    ``training/select_rule.py``).
     """
 
     def __init__(
@@ -181,6 +188,8 @@ class LivenessPipeline:
         redetect_every: int = 10,
         threads: int | None = 1,
         runtime: str = "onnx",
+        step_up_band: float | None = None,
+        step_up_pool: Sequence[str] = (),
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
         names = [c for c in checks if isinstance(c, str)]
@@ -191,6 +200,8 @@ class LivenessPipeline:
         self.decision_frames = decision_frames
         self.redetect_every = max(int(redetect_every), 1)
         self.threads = threads
+        self.step_up_band = step_up_band if step_up_pool else None
+        self.step_up_pool = tuple(step_up_pool)
         self.bind_thread()
 
     def _fusion(self, fusion: str | Fusion | None) -> Fusion:
@@ -271,6 +282,8 @@ class LivenessSession:
         self.frames_with_face = 0
         self.challenges: list[Challenge] = [
             make_challenge(c, challenge_deadline_ms) for c in challenges]
+        self.deadline_ms = challenge_deadline_ms
+        self.stepped_up = False  # a step-up challenge was added (see the pipeline's doc)
         self._asked = 0
         self._last_face: Face | None = None
         self._since_search = 0  # frames since the last full-frame search
@@ -280,7 +293,26 @@ class LivenessSession:
         a = self.analyze(frame, self.frames_seen, now_ms, landmarks)
         self.frames_seen += 1
         self.add(a)
-        return Step(a, self.next_prompt(now_ms), self.ready)
+        prompt = self.next_prompt(now_ms)
+        if prompt is None and self.ready and self._uncertain():
+            self._step_up()
+            prompt = self.next_prompt(now_ms)
+        return Step(a, prompt, self.ready)
+
+    def _uncertain(self) -> bool:
+        """Whether the passive verdict sits in the step-up band (asked once, and only on a
+        session that asked no challenge of its own)."""
+        band = self.pipeline.step_up_band
+        if band is None or self.stepped_up or self.challenges:
+            return False
+        return abs(self.result().score - 0.5) < band
+
+    def _step_up(self) -> None:
+        import secrets
+
+        kind = secrets.SystemRandom().choice(self.pipeline.step_up_pool)
+        self.challenges.append(make_challenge(kind, self.deadline_ms))
+        self.stepped_up = True
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
                 landmarks: bool = True) -> FrameAnalysis:
@@ -357,4 +389,19 @@ class LivenessSession:
             return Verdict(None, 0)
         challenge = ("failed" if self.challenge_failed else
                      "unfinished" if self.challenges and not self.challenges_done else "")
-        return Verdict(self.result(), self.frames_with_face, challenge)
+        result = self.result()
+        if self.stepped_up and not challenge:
+            result = self._stepped_up_result(result)
+        return Verdict(result, self.frames_with_face, challenge)
+
+    def _stepped_up_result(self, result: LivenessResult) -> LivenessResult:
+        """Passive + challenge + planarity: live when the passive checks are within the band
+        of passing and every other required check (the challenge, planarity) passed."""
+        band = self.pipeline.step_up_band or 0.0
+        active = [c for c in result.checks if c.required and c.applicable
+                  and (c.name.startswith("challenge_") or c.name == "planarity")]
+        live = result.score >= 0.5 - band and all(c.passed for c in active)
+        reasons = () if live else result.reasons or (
+            f"passive checks under the step-up band ({result.score:.2f} < "
+            f"{0.5 - band:.2f})",)
+        return dataclasses.replace(result, live=live, reasons=reasons)

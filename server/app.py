@@ -77,16 +77,21 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 def load_authenticator(settings: Settings):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
+    from facegate.liveness.checks import parse_names
     from facegate.liveness.pipeline import LivenessPipeline
     from facegate.server.recognition import Gallery
     from facegate.server.sessions import Authenticator
+    from facegate.weights import entry
 
     pipeline = LivenessPipeline(settings.check_names, settings.threshold_overrides,
                                 settings.fusion, decision_frames=settings.decision_frames,
                                 detect_rotations=settings.detect_rotations,
                                 redetect_every=settings.redetect_every,
                                 threads=settings.torch_threads or None,
-                                runtime=settings.runtime)
+                                runtime=settings.runtime,
+                                step_up_band=(float(entry("step_up").extra["band"])
+                                              if settings.step_up else None),
+                                step_up_pool=parse_names(settings.challenge_pool.upper()))
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

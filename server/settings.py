@@ -81,6 +81,9 @@ class Settings:
     # draws this many distinct ones from the pool (0: passive liveness only).
     random_challenges: int = 0
     challenge_pool: str = "BLINK,TURN_LEFT,TURN_RIGHT,LOOK_UP"
+    # Step-up: a session whose passive verdict is uncertain (registry "step_up": the band
+    # around the threshold) is asked one challenge from the pool instead of being decided.
+    step_up: bool = True
     detect_rotations: bool = True
     # Within a stream the face is tracked (searched for near where it was) and the whole frame
     # searched every this many frames; 1 searches every frame (bench/pipeline_latency.py).

@@ -216,3 +216,42 @@ def _maybe_points(detector, rgb):
 
     faces = detector.detect(rgb)
     return face_points68(faces[0]) if faces else None
+
+
+def test_uncertain_passive_verdict_steps_up_to_one_challenge(pipeline):
+    """With a band that makes every verdict uncertain, a session that would decide asks one
+    challenge from the pool instead, and decides on passive + challenge (+ planarity)."""
+    frames = list(rgb_frames(APFOL_LIVE, 2))
+    pipeline.step_up_band, pipeline.step_up_pool = 0.5, ("TURN_RIGHT",)
+    try:
+        live = pipeline.session()
+        prompts, steps = [], 0
+        for i, frame in enumerate(frames):
+            st = live.step(frame, i * 2000.0 / 30)
+            steps += 1
+            if st.prompt is not None:
+                prompts.append((live.frames_with_face, st.prompt.kind))
+            if st.ready:
+                break
+        # Asked once, when the passive verdict would have been ready; the clip turns right.
+        assert prompts == [(pipeline.decision_frames, "TURN_RIGHT")], prompts
+        assert steps > pipeline.decision_frames and live.stepped_up
+        v = live.verdict()
+        assert v.challenge == "" and v.live, v.result.reasons
+        names = {c.name for c in v.result.checks}
+        assert "challenge_turn_right" in names and "planarity" in names
+        # A still photo is asked the same and never answers: not live.
+        still = pipeline.session()
+        for i in range(60):
+            still.step(frames[0], i * 150.0)
+            if still.ready:
+                break
+        assert still.stepped_up and still.challenge_failed and not still.verdict().live
+        # Off: the passive verdict decides after decision_frames face frames, no prompt.
+        pipeline.step_up_band = None
+        off = pipeline.session()
+        for i, frame in enumerate(frames[:pipeline.decision_frames]):
+            assert off.step(frame, i * 66.0).prompt is None
+        assert off.ready and not off.stepped_up
+    finally:
+        pipeline.step_up_band, pipeline.step_up_pool = None, ()

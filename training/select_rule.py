@@ -34,6 +34,52 @@ CANDIDATES = ("spoof_cue", "texture_cnn", "iqa_lda", "minifas_v2", "minifas_v1se
               "celeba_minifas")
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 TARGET_BPCER = 0.05
+# Step-up: at most this share of live faces gets a challenge (the friction the band may cost).
+STEP_UP_LIVE_SHARE = 0.2
+BANDS = np.round(np.arange(0.01, 0.41, 0.01), 2)
+
+
+def step_up_band(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """The widest band around 0.5 whose challenged share of live faces (|fused - 0.5| <
+    band), averaged over ``scores``' groups, stays within STEP_UP_LIVE_SHARE."""
+    best = 0.0
+    for b in BANDS:
+        share = np.mean([np.mean(np.abs(s[y == 1] - 0.5) < b) for s, y in scores.values()
+                         if (y == 1).any()])
+        if share <= STEP_UP_LIVE_SHARE:
+            best = float(b)
+    return best
+
+
+def step_up(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
+            all_thr: list[float]) -> dict:
+    """Nested: each held-out group at the band chosen on the others. A face in the band is
+    asked one challenge: a live user is assumed to answer it, a recording not (so the band
+    rejects attacks in it and accepts live faces in it); outside it the passive verdict
+    stands. Reported: the share of live faces challenged and APCER/BPCER with and without."""
+    groups = sorted(oof)
+    rows = {}
+    for g in groups:
+        thrs = [per_check[c][g] for c in cols]
+        scored = {h: (fused(oof[h][0], cols, thrs), oof[h][1]) for h in groups}
+        band = step_up_band({h: v for h, v in scored.items() if h != g})
+        s, y = scored[g]
+        live, spoof = s[y == 1], s[y == 0]
+        rows[g] = {"band": band,
+                   "live_challenged": round(float(np.mean(np.abs(live - 0.5) < band)), 4),
+                   "apcer_passive": round(float(np.mean(spoof >= 0.5)), 4),
+                   "bpcer_passive": round(float(np.mean(live < 0.5)), 4),
+                   "apcer_step_up": round(float(np.mean(spoof >= 0.5 + band)), 4),
+                   "bpcer_step_up": round(float(np.mean(live < 0.5 - band)), 4)}
+    all_scored = {h: (fused(oof[h][0], cols, all_thr), oof[h][1]) for h in groups}
+
+    def mean(k):
+        return round(float(np.nanmean([r[k] for r in rows.values()])), 4)
+
+    return {"band": step_up_band(all_scored), "per_group": rows,
+            **{f"mean_{k}": mean(k) for k in ("live_challenged", "apcer_passive",
+                                               "bpcer_passive", "apcer_step_up",
+                                               "bpcer_step_up")}}
 
 
 def live_only(cards: Path, checks) -> np.ndarray | None:
@@ -98,6 +144,20 @@ def evaluate_rule(oof: dict, cols: list[int], per_check: dict[int, dict[str, flo
     return row
 
 
+def register_step_up(out: Path, rule: str, st: dict) -> None:
+    """The step-up band as registry data (no file): what the server reads."""
+    from facegate.weights import register
+
+    register("step_up", {
+        "file": None, "sha256": None, "architecture": f"uncertainty band of the rule {rule}",
+        "input_size": 0, "preprocessing": {"score": "the Decision's fused liveness score"},
+        "threshold": 0.5, "band": st["band"],
+        "metrics": {k: v for k, v in st.items() if k.startswith("mean_")},
+        "data": "the checks' out-of-fold scores (leave-one-source-out), per face",
+        "license": "Code MIT. Chosen on research data mostly without licence.",
+        "train_command": "python -m training.select_rule"}, out / "registry.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.select_rule")
     ap.add_argument("--out", type=Path, default=WEIGHTS_OUT)
@@ -120,9 +180,12 @@ def main(argv: list[str] | None = None) -> None:
             print(name, rules[name]["mean_acer"], flush=True)
     ranked = sorted(rules, key=lambda r: rules[r]["mean_acer"])
     best = ranked[0]
+    best_cols = [checks.index(c) for c in best.split(" AND ")]
+    stepped = step_up(oof, best_cols, per_check, [all_thr[c] for c in best_cols])
     result = {"checks": checks, "thresholds_all_groups": dict(zip(checks, all_thr)),
-              "best": best, "ranked": ranked, "rules": rules,
+              "best": best, "ranked": ranked, "rules": rules, "step_up": stepped,
               "command": "python -m training.select_rule"}
+    register_step_up(args.out, best, stepped)
     (cards / "rules.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Decision rules on unseen sources (nested thresholds)", "",
           f"`python -m training.select_rule`: {len(checks)} checks, every AND of up to "
@@ -140,6 +203,21 @@ def main(argv: list[str] | None = None) -> None:
            "", "| held-out group | ACER | gate APCER | gate BPCER |", "|---|---|---|---|"]
     md += [f"| {g} | {b['per_group_acer'][g]} | {b['gate_per_group'][g][0]} | "
            f"{b['gate_per_group'][g][1]} |" for g in sorted(b["per_group_acer"])]
+    st = stepped
+    md += ["", "## Step-up challenges", "",
+           f"A session whose fused score lies within **{st['band']}** of 0.5 is asked one "
+           "random challenge instead of being decided on the passive checks (band: the widest "
+           f"that challenges at most {STEP_UP_LIVE_SHARE:.0%} of live faces, chosen on the "
+           "other groups for each held-out one). Assuming a live user answers and a "
+           "recording does not:", "",
+           "| held-out group | band | live challenged | APCER passive | APCER step-up | "
+           "BPCER passive | BPCER step-up |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {g} | {r['band']} | {r['live_challenged']} | {r['apcer_passive']} | "
+           f"{r['apcer_step_up']} | {r['bpcer_passive']} | {r['bpcer_step_up']} |"
+           for g, r in st["per_group"].items()]
+    md += [f"| **mean** | | {st['mean_live_challenged']} | {st['mean_apcer_passive']} | "
+           f"{st['mean_apcer_step_up']} | {st['mean_bpcer_passive']} | "
+           f"{st['mean_bpcer_step_up']} |"]
     (cards / "rules.md").write_text("\n".join(md) + "\n")
     print(json.dumps({"best": best, **{k: b[k] for k in ("mean_acer", "max_acer",
                                                          "gate_mean_apcer",
