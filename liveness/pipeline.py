@@ -284,6 +284,7 @@ class LivenessSession:
             make_challenge(c, challenge_deadline_ms) for c in challenges]
         self.deadline_ms = challenge_deadline_ms
         self.stepped_up = False  # a step-up challenge was added (see the pipeline's doc)
+        self._step_up_judged = False
         self._asked = 0
         self._last_face: Face | None = None
         self._since_search = 0  # frames since the last full-frame search
@@ -294,16 +295,18 @@ class LivenessSession:
         self.frames_seen += 1
         self.add(a)
         prompt = self.next_prompt(now_ms)
-        if prompt is None and self.ready and self._uncertain():
-            self._step_up()
-            prompt = self.next_prompt(now_ms)
+        if prompt is None and self.ready and not self._step_up_judged:
+            self._step_up_judged = True  # once: the first time a verdict would be ready
+            if self._uncertain():
+                self._step_up()
+                prompt = self.next_prompt(now_ms)
         return Step(a, prompt, self.ready)
 
     def _uncertain(self) -> bool:
-        """Whether the passive verdict sits in the step-up band (asked once, and only on a
-        session that asked no challenge of its own)."""
+        """Whether the passive verdict sits in the step-up band (only on a session that
+        asked no challenge of its own)."""
         band = self.pipeline.step_up_band
-        if band is None or self.stepped_up or self.challenges:
+        if band is None or self.challenges:
             return False
         return abs(self.result().score - 0.5) < band
 
