@@ -10,12 +10,10 @@ page through it, newest first.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from facegate.server.db import connect
+from facegate.server.db import Store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -51,17 +49,10 @@ class AuditEvent:
     scores: dict[str, float]
 
 
-class AuditLog:
+class AuditLog(Store):
     """Appends and pages audit events (its own connection to the gallery database)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self._lock = threading.Lock()
-        self._db = connect(path)
-        self._db.execute(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    SCHEMA = _SCHEMA
 
     def record(self, action: str, *, key_id: str = "", client_id: str = "",
                device_id: str = "", peer: str = "", mode: str = "", outcome: str = "",

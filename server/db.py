@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 _SIDECARS = ("", "-wal", "-shm")
@@ -27,3 +28,18 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+class Store:
+    """One table of the database behind its own connection and lock; ``SCHEMA`` creates it."""
+
+    SCHEMA = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lock = threading.Lock()
+        self._db = connect(path)
+        self._db.execute(self.SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -18,9 +18,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from facegate.server.db import connect
+from facegate.server.db import Store
 from facegate.server.errors import NotAllowed, TooMuchInput, Unauthenticated
 
 AUTHENTICATE, ENROLL, ADMIN, SCORES = "authenticate", "enroll", "admin", "scores"
@@ -83,17 +82,10 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyStore:
+class KeyStore(Store):
     """API keys in the gallery database (its own connection; SQLite WAL)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self._lock = threading.Lock()
-        self._db = connect(path)
-        self._db.execute(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    SCHEMA = _SCHEMA
 
     def add(self, name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
         """A new key: its record and the key itself, shown this once."""
