@@ -262,9 +262,10 @@ class LivenessPipeline:
                              quality_hints(face, len(faces), frame), fused, ear, points, pose,
                              tracked)
 
-    def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000
-                ) -> LivenessSession:
-        return LivenessSession(self, challenges, challenge_deadline_ms)
+    def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000,
+                step_up: bool = True) -> LivenessSession:
+        """A session; ``step_up=False`` for a client that cannot be asked (an enrolment)."""
+        return LivenessSession(self, challenges, challenge_deadline_ms, step_up)
 
 
 class LivenessSession:
@@ -272,7 +273,7 @@ class LivenessSession:
     asked challenges. Call :meth:`step` once per frame; :meth:`verdict` at the end."""
 
     def __init__(self, pipeline: LivenessPipeline, challenges: Sequence[str] = (),
-                 challenge_deadline_ms: int = 5000) -> None:
+                 challenge_deadline_ms: int = 5000, step_up: bool = True) -> None:
         pipeline.bind_thread()  # sessions are made on the thread that will analyse
         self.pipeline = pipeline
         self.values: dict[str, deque[Any]] = {
@@ -284,7 +285,7 @@ class LivenessSession:
             make_challenge(c, challenge_deadline_ms) for c in challenges]
         self.deadline_ms = challenge_deadline_ms
         self.stepped_up = False  # a step-up challenge was added (see the pipeline's doc)
-        self._step_up_judged = False
+        self._step_up_judged = not step_up
         self._asked = 0
         self._last_face: Face | None = None
         self._since_search = 0  # frames since the last full-frame search

@@ -200,7 +200,7 @@ class Authenticator:
             raise AlreadyExists(f"subject {config.subject_id!r} is already enrolled "
                                 "(set replace to overwrite)", "config.subject_id")
         session = AuthSession(self, SessionConfig(mode="LIVENESS_ONLY"),
-                              template_frames=s.enroll_frames)
+                              template_frames=s.enroll_frames, interactive=False)
         for i, f in enumerate(frames):
             if i >= MAX_ENROLL_FRAMES:
                 raise TooMuchInput(f"at most {MAX_ENROLL_FRAMES} frames per enrolment", "frame")
@@ -224,14 +224,17 @@ class AuthSession:
     """One Authenticate stream. Feed frames with :meth:`on_frame`; :meth:`finish` at the end."""
 
     def __init__(self, auth: Authenticator, config: SessionConfig,
-                 template_frames: int = TEMPLATE_FRAMES, key_id: str = "") -> None:
+                 template_frames: int = TEMPLATE_FRAMES, key_id: str = "",
+                 interactive: bool = True) -> None:
         s = auth.settings
         self.auth = auth
         self.config = config
         self.key_id = key_id
         self.session_id = secrets.token_hex(8)
         self.max_frames = min(config.max_frames or s.max_frames, s.max_frames)
-        self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms)
+        # A stream that cannot show prompts (Enroll) is never stepped up to a challenge.
+        self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms,
+                                              step_up=interactive)
         self.best = _BestFaces(template_frames, auth.pipeline.window)
         self.frames_received = 0
         self.frames_skipped = 0  # frames the transport dropped in realtime sessions
