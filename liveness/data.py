@@ -109,62 +109,58 @@ def _cache_key(samples: list[Sample]) -> str:
 
 def crop_set(samples: list[Sample], detector=None, progress: bool = False) -> CropSet:
     """Detect and crop every sample, reading and writing an .npz cache keyed by the files."""
-    from facegate.liveness.detect import face_crop, load_image
+    from facegate.liveness.detect import face_crop
 
     path = cache_dir() / f"crops-{_cache_key(samples)}.npz"
     if path.exists():
         z = np.load(path)
         return CropSet(samples, z["crops"], z["found"], z["rotation"])
+    n = len(samples)
+    crops = np.zeros((n, CACHE_CROP_SIZE, CACHE_CROP_SIZE, 3), np.uint8)
+    found = np.zeros(n, bool)
+    rotation = np.zeros(n, np.int8)
+    for i, face in _largest_faces(samples, detector, progress):
+        crops[i] = face_crop(face, CACHE_CROP_SIZE)
+        found[i] = True
+        rotation[i] = face.rotation
+    _save(path, crops=crops, found=found, rotation=rotation)
+    return CropSet(samples, crops, found, rotation)
+
+
+def _largest_faces(samples: list[Sample], detector=None, progress: bool = False):
+    """(index, largest face) of every sample with a face, detected as the crop cache is."""
+    from facegate.liveness.detect import load_image
+
     if detector is None:
         from facegate.liveness.detect import FaceDetector
 
         # The cache was built without the serving detector's CLAHE retry (it only rescues
         # frames with no face at all); keeping it off keeps the cached crops reproducible.
         detector = FaceDetector(equalize_retry=False)
-    n = len(samples)
-    crops = np.zeros((n, CACHE_CROP_SIZE, CACHE_CROP_SIZE, 3), np.uint8)
-    found = np.zeros(n, bool)
-    rotation = np.zeros(n, np.int8)
     items = enumerate(samples)
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, total=n, desc="detecting faces", unit="img")
+        items = tqdm(items, total=len(samples), desc="detecting faces", unit="img")
     for i, s in items:
         faces = detector.detect(load_image(str(s.path)))
         if faces:
-            crops[i] = face_crop(faces[0], CACHE_CROP_SIZE)
-            found[i] = True
-            rotation[i] = faces[0].rotation
-    _save(path, crops=crops, found=found, rotation=rotation)
-    return CropSet(samples, crops, found, rotation)
+            yield i, faces[0]
 
 
 def detections(samples: list[Sample], detector=None, progress: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes (N, 4) in the upright frame, rotation (N,), found (N,)) of every sample's
     largest face, detected as :func:`crop_set` detects it; cached beside the crops."""
-    from facegate.liveness.detect import load_image
 
     path = cache_dir() / f"boxes-{_cache_key(samples)}.npz"
     if path.exists():
         z = np.load(path)
         return z["boxes"], z["rotation"], z["found"]
-    if detector is None:
-        from facegate.liveness.detect import FaceDetector
-
-        detector = FaceDetector(equalize_retry=False)  # as crop_set's cache
     n = len(samples)
     boxes, rotation, found = np.zeros((n, 4)), np.zeros(n, np.int8), np.zeros(n, bool)
-    items = enumerate(samples)
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(items, total=n, desc="detecting faces", unit="img")
-    for i, s in items:
-        faces = detector.detect(load_image(str(s.path)))
-        if faces:
-            boxes[i], rotation[i], found[i] = faces[0].box, faces[0].rotation, True
+    for i, face in _largest_faces(samples, detector, progress):
+        boxes[i], rotation[i], found[i] = face.box, face.rotation, True
     _save(path, boxes=boxes, rotation=rotation, found=found)
     return boxes, rotation, found
 
