@@ -75,6 +75,24 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         root_certificates=ca, require_client_auth=ca is not None)
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.Server, services) -> None:
+    """Server reflection as v1 and v1alpha. grpcio-reflection ships v1alpha only; v1's
+    messages are v1alpha's field for field, so the same servicer answers both."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.ReflectionServicer(names)
+    reflection.enable_server_reflection(names, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
+
+
 def load_authenticator(settings: Settings):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
     from facegate.liveness.checks import parse_names
@@ -122,8 +140,7 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection(server, (SERVICE, health.SERVICE_NAME))
     address = f"{host}:{settings.port}"
     creds = server_credentials(settings)
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)

@@ -318,3 +318,21 @@ def test_realtime_stream_errors_name_the_field(stub):
     code, msg = _code(lambda: _auth_stream(stub, cfg, pb.AuthRequest(
         frame=pb.Frame(encoded=b"this is not an image"))))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith("frame.encoded:")
+
+
+def test_reflection_v1_beside_v1alpha(stub):
+    """grpcurl and other tools ask grpc.reflection.v1 first: it answers like v1alpha."""
+    _, ch = stub
+    call = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                            request_serializer=reflection_pb2.ServerReflectionRequest
+                            .SerializeToString,
+                            response_deserializer=reflection_pb2.ServerReflectionResponse
+                            .FromString)
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="facegate.v1.FaceGate")]
+    listed, found = list(call(iter(requests), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"facegate.v1.FaceGate", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert found.file_descriptor_response.file_descriptor_proto
