@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facegate.client.v1 import facegate_pb2 as pb
 from facegate.server.audit import AuditLog
+from facegate.server.metrics import Metrics
 from facegate.server.security import Gatekeeper, KeyStore, StreamLimiter, Watchdog
 from facegate.server.servicer import FaceGateServicer, Guards, handlers
 from facegate.server.settings import Settings
@@ -31,9 +34,14 @@ class RunningServer:
     health: health.HealthServicer
     loaded: threading.Event
     host: str = ""
+    metrics_port: int = 0  # the Prometheus endpoint's port, when metrics_port >= 0
+    metrics_http: Any = None
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
         if self.servicer.auth is not None:
             self.servicer.auth.gallery.close()
         self.servicer.guards.watchdog.stop()
@@ -121,10 +129,11 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     except RuntimeError:
         keys.close()
         raise
+    metrics = Metrics()
     guards = Guards(Gatekeeper(keys, settings.require_api_keys),
                     StreamLimiter(settings.workers, settings.max_streams_per_key,
                                   settings.max_streams_per_peer),
-                    Watchdog(), AuditLog(settings.db))
+                    Watchdog(), AuditLog(settings.db), metrics)
     limit = settings.max_frame_bytes + (1 << 20)
     # Streams are admitted up to `workers` (StreamLimiter, RESOURCE_EXHAUSTED past it); the
     # pool has UNARY_THREADS more, and calls past both are refused rather than queued.
@@ -149,10 +158,15 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     server.start()
     loaded = threading.Event()
     running = RunningServer(server, port, servicer, health_servicer, loaded, host)
+    if settings.metrics_port >= 0:
+        running.metrics_http, running.metrics_port = metrics.serve(settings.metrics_port,
+                                                                   settings.metrics_host)
 
     def load() -> None:
+        t0 = time.monotonic()
         try:
             servicer.ready(load_authenticator(settings))
+            metrics.model_load_seconds.set(time.monotonic() - t0)
         except Exception:
             log.exception("model loading failed; health stays NOT_SERVING")
             return

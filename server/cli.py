@@ -47,12 +47,13 @@ def cmd_serve(args) -> int:
         allow_unverified_enrollment=args.allow_unverified_enrollment or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.client_ca,
         require_api_keys=args.require_api_keys or None,
-        allow_anonymous=args.allow_anonymous or None)
+        allow_anonymous=args.allow_anonymous or None, metrics_port=args.metrics_port)
     running = start(settings)
     tls = " (TLS" + (", client certificates required)" if settings.tls_client_ca else ")") \
         if settings.tls else ""
-    print(f"facegate serving on {running.host}:{running.port}{tls} (db {settings.db})",
-          flush=True)
+    metrics = f", metrics on :{running.metrics_port}" if settings.metrics_port >= 0 else ""
+    print(f"facegate serving on {running.host}:{running.port}{tls} (db {settings.db}"
+          f"{metrics})", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -286,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
                    help="CA (PEM) client certificates must be signed by (mTLS)")
     s.add_argument("--require-api-keys", action="store_true",
                    help="every call but health needs an API key, even before one is added")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this HTTP port (loopback; 0: any)")
     s.add_argument("--allow-anonymous", action="store_true",
                    help="serve a keyless server on a non-loopback address (anyone may enrol)")
     s.set_defaults(fn=cmd_serve)

@@ -129,6 +129,11 @@ class FrameQueue(Generic[T]):
                                         name="facegate-frame-reader")
         self._reader.start()
 
+    @property
+    def waiting(self) -> int:
+        """Items read and not yet taken."""
+        return len(self._items)
+
     def _read(self, source: Iterator[T]) -> None:
         try:
             for item in source:

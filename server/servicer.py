@@ -26,6 +26,7 @@ from facegate.server import converters as C
 from facegate.server.audit import AuditLog
 from facegate.server.errors import InvalidInput, MissingConfig, NotReady, status_of
 from facegate.server.frames import FrameLimits, FrameQueue
+from facegate.server.metrics import Metrics
 from facegate.server.security import (
     ADMIN,
     AUTHENTICATE,
@@ -57,12 +58,14 @@ class Malformed:
 
 @dataclass
 class Guards:
-    """What stands between the network and the domain: keys, stream limits, the audit log."""
+    """What stands between the network and the domain: keys, stream limits, the audit log,
+    and what it reports (metrics)."""
 
     gatekeeper: Gatekeeper
     limiter: StreamLimiter
     watchdog: Watchdog
     audit: AuditLog
+    metrics: Metrics
 
 
 def _rpc(scope: str):
@@ -137,6 +140,11 @@ class FaceGateServicer:
         self.guards = guards
         self.auth: Authenticator | None = None  # set once models are loaded
         self.limits: FrameLimits | None = None
+        self._queues: set[FrameQueue] = set()  # realtime streams' queues, for the metrics
+        guards.metrics.watch(lambda: guards.limiter.active,
+                             lambda: len(self.auth.gallery) if self.auth else 0)
+        guards.metrics.queue_depth.set_function(
+            lambda: sum(q.waiting for q in list(self._queues)))
 
     def ready(self, auth: Authenticator) -> None:
         s = auth.settings
@@ -155,13 +163,13 @@ class FaceGateServicer:
     def _reveal(self, who: Principal) -> bool:
         return self._auth().settings.reveal_scores or who.has(SCORES)
 
-    @staticmethod
-    def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    def _abort(self, context: grpc.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, ClientGone) or not context.is_active():
             # Cancelled or past its deadline: nobody is listening, and this is no error.
             log.debug("client gone: %s", type(exc).__name__)
             context.abort(grpc.StatusCode.CANCELLED, "the client went away")
         code, message = status_of(exc)
+        self.guards.metrics.errors.labels(code.name).inc()
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
         field = getattr(exc, "field", None)
@@ -212,17 +220,28 @@ class FaceGateServicer:
             reveal = self._reveal(who)
             queue = (FrameQueue(frames, auth.settings.frame_queue)
                      if session.config.realtime else None)
-            for frame, received in frames if queue is None else queue:
-                if not context.is_active():
-                    raise ClientGone()
-                image = C.frame_image(frame, self.limits, "frame")
-                skipped = queue.skipped if queue is not None else 0
-                for ev in session.on_frame(image, float(frame.timestamp_ms), skipped, received):
-                    if isinstance(ev, Decision):
-                        self._record_session(context, who, session, ev)
-                    yield C.event(ev, reveal)
-                if session.done:
-                    return
+            stage = self.guards.metrics.stage_seconds
+            if queue is not None:
+                self._queues.add(queue)
+            try:
+                for frame, received in frames if queue is None else queue:
+                    if not context.is_active():
+                        raise ClientGone()
+                    with stage.labels("decode").time():
+                        image = C.frame_image(frame, self.limits, "frame")
+                    skipped = queue.skipped if queue is not None else 0
+                    t = time.monotonic()
+                    events = session.on_frame(image, float(frame.timestamp_ms), skipped,
+                                              received)
+                    stage.labels("frame").observe(time.monotonic() - t)
+                    for ev in events:
+                        if isinstance(ev, Decision):
+                            self._record_session(context, who, session, ev)
+                        yield C.event(ev, reveal)
+                    if session.done:
+                        return
+            finally:
+                self._queues.discard(queue)  # type: ignore[arg-type]
             decision = session.finish(queue.skipped if queue is not None else None)
             # Recorded before it is sent: a client may hang up the moment it has it.
             self._record_session(context, who, session, decision)
@@ -231,6 +250,15 @@ class FaceGateServicer:
     def _record_session(self, context, who: Principal, session, d: Decision) -> None:
         cfg = session.config
         self._record("authenticate", context, who, d, cfg.mode, cfg.client_id, cfg.device_id)
+        self._count(d, cfg.mode)
+
+    def _count(self, d: Decision | None, mode: str) -> None:
+        if d is None:
+            return
+        m = self.guards.metrics
+        m.decision(d, mode)
+        if d.recognition_ms:
+            m.stage_seconds.labels("recognition").observe(d.recognition_ms / 1000.0)
 
     @_rpc(ENROLL)
     def Enroll(self, request_iterator: Iterator[pb.EnrollRequest], context,
@@ -246,6 +274,7 @@ class FaceGateServicer:
             result = auth.enroll(config, images)  # analysed as they arrive
         self._record("enroll", context, who, result.liveness, "ENROLL",
                      subject_id=config.subject_id, outcome=result.outcome)
+        self._count(result.liveness, "ENROLL")
         return C.enroll_response(result, self._reveal(who))
 
     @_rpc(AUTHENTICATE)
@@ -256,6 +285,7 @@ class FaceGateServicer:
             raise InvalidInput("required", "frame")
         d = auth.check_liveness(C.frame_image(request.frame, self.limits))
         self._record("check_liveness", context, who, d, "LIVENESS_ONLY")
+        self._count(d, "LIVENESS_ONLY")
         return C.decision(d if self._reveal(who) else d.redacted())
 
     @_rpc(ADMIN)

@@ -64,6 +64,7 @@ class Decision:
     frames_skipped: int = 0
     # The reasons any client may read: no scores, thresholds or similarities in them.
     public_reasons: tuple[str, ...] = ()
+    recognition_ms: float = 0.0  # templates and matching, when recognition ran
 
     @property
     def matched(self) -> bool:
@@ -308,6 +309,7 @@ class AuthSession:
         live = bool(result and result.live)
         reasons: tuple[str, ...] = result.reasons if result else ()
         match = None
+        recognition_ms = 0.0
         needed = self.auth.settings.min_face_frames
         too_few = live and not trusted and verdict.frames_with_face < needed
         if too_few:
@@ -324,14 +326,16 @@ class AuthSession:
         elif self.config.mode == "LIVENESS_ONLY":
             outcome = "ACCEPTED"
         else:
+            t = time.monotonic()
             outcome, match, reasons = self._recognise()
+            recognition_ms = (time.monotonic() - t) * 1000.0
         if self.config.mode == "VERIFY" and outcome == "REJECTED_CLAIM_MISMATCH":
             self.auth.verify_failures.failed(self.key_id, self.config.claimed_subject_id)
         self.decision = Decision(
             outcome, live, result, match, tuple(reasons), self.frames_received,
             verdict.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,
             self.frames_skipped,
-            reasons if too_few else self._public_reasons(outcome, result))
+            reasons if too_few else self._public_reasons(outcome, result), recognition_ms)
         return self.decision
 
     @staticmethod

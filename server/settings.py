@@ -61,6 +61,9 @@ class Settings:
     frame_queue: int = 2
     session_timeout_s: float = 30.0
     max_display_name: int = 128
+    # Prometheus metrics over HTTP on this port (-1: off; 0: any free port) and address.
+    metrics_port: int = -1
+    metrics_host: str = "localhost"
     # Decision policy: a verdict is ready after decision_frames face frames; nothing is
     # ACCEPTED (nor enrolled unless trusted photos are allowed) on fewer than min_face_frames.
     decision_frames: int = 8
