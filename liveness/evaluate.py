@@ -60,15 +60,18 @@ def score_crops(cs: CropSet, model: str, check: CropCheck | None = None
     ``check`` scores with an already built check instead of the registry's.
     """
     from facegate.liveness.checks import DEFAULT_CHECKS, build_check
-    from facegate.liveness.fusion import FUSED_THRESHOLD, AllRequiredFusion, LearnedFusion
+    from facegate.liveness.fusion import (
+        FUSED_THRESHOLD,
+        AllRequiredFusion,
+        LearnedFusion,
+        deciding,
+    )
 
     labels = cs.labels[cs.found]
     if model in (DEFAULT_RULE, FUSION_RULE):
         fusion = LearnedFusion.load(FUSION_RULE) if model == FUSION_RULE \
             else AllRequiredFusion()
-        inputs = getattr(fusion, "inputs", {})
-        checks = [c for c in (build_check(n) for n in DEFAULT_CHECKS)
-                  if isinstance(c, CropCheck) and (c.required or c.name in inputs)]
+        checks = deciding((build_check(n) for n in DEFAULT_CHECKS), fusion)
         scores = {c.name: (c.predict_crops(_crops(cs, c)), c.threshold) for c in checks}
         fused = np.array([fusion.frame_score({n: (float(s[i]), t)
                                               for n, (s, t) in scores.items()})
@@ -218,12 +221,7 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
     s_scores, s_labels, c_scores, c_labels, per_clip = [], [], [], [], {}
     for clip, label in clips:
         analyses = [a for a in _stream(pipe, clip, every) if a.face is not None]
-        windows = []
-        for i in range(0, max(len(analyses) - window + 1, 0)):
-            session = pipe.session()
-            for a in analyses[i:i + window]:
-                session.add(a)
-            windows.append(session.result().score)
+        windows = [r.score for r in window_results(pipe, analyses, window)]
         s_scores += windows
         s_labels += [label] * len(windows)
         if windows:
@@ -246,6 +244,18 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
 
     return VideoEvaluation(str(data), window, report(s_scores, s_labels),
                            report(c_scores, c_labels), per_clip)
+
+
+def window_results(pipe, analyses: list, window: int) -> list:
+    """The verdict (LivenessResult) a fresh session gives each run of ``window`` analysed
+    face frames: what a server session of that length would decide."""
+    out = []
+    for i in range(0, max(len(analyses) - window + 1, 0)):
+        session = pipe.session()
+        for a in analyses[i:i + window]:
+            session.add(a)
+        out.append(session.result())
+    return out
 
 
 def _stream(pipe, clip: Path, every: int):

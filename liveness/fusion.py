@@ -32,6 +32,9 @@ FUSED_THRESHOLD = 0.5
 
 
 class Fusion(Protocol):
+    # Checks the fusion decides for (fitted on them): judged whether or not required.
+    inputs: Mapping[str, float]
+
     def fuse(self, checks: Sequence[CheckResult], frames_used: int) -> LivenessResult:
         """The verdict on a stream's check results."""
         ...
@@ -54,6 +57,8 @@ def weakest(scored: Iterable[tuple[float, float]]) -> float:
 
 
 class AllRequiredFusion:
+    inputs: Mapping[str, float] = {}  # every required check decides on its own
+
     def frame_score(self, scored: Mapping[str, tuple[float, float]]) -> float:
         return weakest(scored.values())
 
@@ -66,6 +71,12 @@ class AllRequiredFusion:
         score = weakest((c.score, c.threshold) for c in judged)
         return LivenessResult(not reasons, score, FUSED_THRESHOLD, tuple(checks), reasons,
                               frames_used)
+
+
+def deciding(checks: Iterable, fusion: Fusion) -> list:
+    """The per-frame checks whose scores a frame's fused score is made of: the required
+    ones and the fusion's inputs."""
+    return [c for c in checks if c.per_frame and (c.required or c.name in fusion.inputs)]
 
 
 def logit(p: float | np.ndarray) -> np.ndarray:

@@ -20,10 +20,17 @@ import cv2
 import numpy as np
 
 from facegate.liveness.blink import eye_aspect_ratio, face_points68
-from facegate.liveness.challenges import PROMPTS, Challenge, HeadChallenge, make_challenge
+from facegate.liveness.challenges import (
+    PROMPTS,
+    SUPPORTED,
+    Challenge,
+    HeadChallenge,
+    make_challenge,
+    random_sequence,
+)
 from facegate.liveness.checks import DEFAULT_CHECKS, Check, Context, FaceSample, build_checks
 from facegate.liveness.detect import FaceDetector, face_crop
-from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion
+from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion, deciding
 from facegate.liveness.headpose import HeadPose, head_pose, smoothed
 from facegate.liveness.types import Face, LivenessResult
 
@@ -200,8 +207,8 @@ class LivenessPipeline:
         self.decision_frames = decision_frames
         self.redetect_every = max(int(redetect_every), 1)
         self.threads = threads
-        self.step_up_band = step_up_band if step_up_pool else None
-        self.step_up_pool = tuple(step_up_pool)
+        self.step_up_pool = tuple(k for k in step_up_pool if k in SUPPORTED)
+        self.step_up_band = step_up_band if self.step_up_pool else None
         self.bind_thread()
 
     def _fusion(self, fusion: str | Fusion | None) -> Fusion:
@@ -224,10 +231,9 @@ class LivenessPipeline:
     def frame_score(self, scores: Mapping[str, Any]) -> float | None:
         """One frame's measurements fused as the decision fuses the window (live >= 0.5);
         None when no deciding per-frame check measured it."""
-        inputs = getattr(self.fusion, "inputs", {})  # a fitted fusion decides for these
-        scored = {c.name: (float(scores[c.name]), c.threshold) for c in self.checks
-                  if c.per_frame and (c.required or c.name in inputs)
-                  and scores.get(c.name) is not None}
+        scored = {c.name: (float(scores[c.name]), c.threshold)
+                  for c in deciding(self.checks, self.fusion)
+                  if scores.get(c.name) is not None}
         return self.fusion.frame_score(scored) if scored else None
 
     def bind_thread(self) -> None:
@@ -312,9 +318,7 @@ class LivenessSession:
         return abs(self.result().score - 0.5) < band
 
     def _step_up(self) -> None:
-        import secrets
-
-        kind = secrets.SystemRandom().choice(self.pipeline.step_up_pool)
+        kind, = random_sequence((), 1, self.pipeline.step_up_pool)
         self.challenges.append(make_challenge(kind, self.deadline_ms))
         self.stepped_up = True
 
