@@ -103,7 +103,6 @@ def enable_reflection(server: grpc.Server, services) -> None:
 
 def load_authenticator(settings: Settings):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
-    from facegate.liveness.checks import parse_names
     from facegate.liveness.pipeline import LivenessPipeline
     from facegate.server.recognition import Gallery
     from facegate.server.sessions import Authenticator
@@ -117,7 +116,7 @@ def load_authenticator(settings: Settings):
                                 runtime=settings.runtime,
                                 step_up_band=(float(entry("step_up").extra["band"])
                                               if settings.step_up else None),
-                                step_up_pool=parse_names(settings.challenge_pool.upper()))
+                                step_up_pool=settings.challenge_kinds)
     return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
 
 

@@ -162,8 +162,8 @@ class Authenticator:
             if c not in SUPPORTED:
                 raise InvalidInput(f"{c} is not supported; supported: {sorted(SUPPORTED)}",
                                    "config.challenges")
-        pool = [k.strip().upper() for k in self.settings.challenge_pool.split(",") if k.strip()]
-        order = random_sequence(config.challenges, self.settings.random_challenges, pool)
+        order = random_sequence(config.challenges, self.settings.random_challenges,
+                                self.settings.challenge_kinds)
         return AuthSession(self, dataclasses.replace(config, challenges=order), key_id=key_id)
 
     def template(self, faces: list[Face]) -> tuple[np.ndarray | None, int]:

@@ -113,6 +113,10 @@ class Settings:
         return bool(self.tls_cert or self.tls_key)
 
     @property
+    def challenge_kinds(self) -> tuple[str, ...]:
+        return parse_names(self.challenge_pool.upper())
+
+    @property
     def check_names(self) -> tuple[str, ...]:
         return parse_names(self.checks)
 
