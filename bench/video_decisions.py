@@ -31,6 +31,7 @@ import numpy as np
 
 from facegate.client.media import video_frames
 from facegate.liveness.data import default_data_root
+from facegate.liveness.evaluate import window_results
 from facegate.liveness.pipeline import FrameAnalysis, LivenessPipeline
 from facegate.liveness.types import LivenessResult
 from facegate.server.frames import FrameLimits, decode_encoded
@@ -58,13 +59,7 @@ def analyse_clip(pipe: LivenessPipeline, clip: Path, every: int, track: bool
 def windows_of(pipe: LivenessPipeline, analyses: list[FrameAnalysis], n: int
                ) -> list[LivenessResult]:
     """The server's verdict on each run of n face frames."""
-    windows = []
-    for i in range(0, max(len(analyses) - n + 1, 0)):
-        session = pipe.session()
-        for a in analyses[i:i + n]:
-            session.add(a)
-        windows.append(session.result())
-    return windows
+    return window_results(pipe, analyses, n)
 
 
 def _score(a: FrameAnalysis, key: str) -> float | None:
