@@ -12,8 +12,7 @@ group:
 - every check alone, and every AND of 2-4 checks (each at its own nested threshold);
 - the gate operating point of the best rules: the fused score (the weakest check, each
   mapped so its threshold sits at 0.5) at the threshold that keeps the other groups' mean
-  BPCER <= 0.05 while minimising their APCER, reported as held-out APCER / BPCER, and the
-  BPCER on the live-only source (hm_viguardieiro) at the threshold chosen on all groups.
+  BPCER <= 0.05 while minimising their APCER, reported as held-out APCER / BPCER.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.liveness.fusion import calibrated
+from facegate.liveness.fusion import weakest
 from facegate.liveness.metrics import apcer_bpcer
 from training.common import WEIGHTS_OUT, mean_group_acer_threshold
 from training.fusion_fit import load_oof
@@ -99,18 +98,6 @@ def step_up(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
                                         "bpcer_step_up")}}
 
 
-def live_only(cards: Path, checks) -> np.ndarray | None:
-    """(N, checks) scores on the live-only source, where every check has them."""
-    rows = []
-    for c in checks:
-        lo = json.loads((cards / f"{c}.json").read_text())["leave_one_source_out"]
-        s = lo.get("live_only_scores", {}).get("hm_viguardieiro")
-        if s is None:
-            return None
-        rows.append(s)
-    return np.array(rows).T
-
-
 def nested_thresholds(oof: dict, col: int) -> dict[str, float]:
     """Held-out group -> the check's threshold chosen on the other groups."""
     return {g: mean_group_acer_threshold({h: (v[0][:, col], v[1]) for h, v in oof.items()
@@ -118,8 +105,9 @@ def nested_thresholds(oof: dict, col: int) -> dict[str, float]:
 
 
 def fused(x: np.ndarray, cols: list[int], thrs: list[float]) -> np.ndarray:
-    """The weakest check of each row, each mapped so its threshold sits at 0.5."""
-    return np.array([min(calibrated(float(r[c]), t) for c, t in zip(cols, thrs)) for r in x])
+    """The weakest check of each row, each mapped so its threshold sits at 0.5 (the
+    server's fused score)."""
+    return np.array([weakest(zip(r[cols].astype(float), thrs)) for r in x])
 
 
 def gate_threshold(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
@@ -133,8 +121,8 @@ def gate_threshold(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
     return best
 
 
-def evaluate_rule(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
-                  live: np.ndarray | None, all_thr: list[float]) -> dict:
+def evaluate_rule(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]]
+                  ) -> dict:
     groups = sorted(oof)
     acer, gate = {}, {}
     for g in groups:
@@ -150,14 +138,6 @@ def evaluate_rule(oof: dict, cols: list[int], per_check: dict[int, dict[str, flo
            "gate_mean_apcer": round(float(np.nanmean([v[0] for v in gate.values()])), 4),
            "gate_mean_bpcer": round(float(np.mean([v[1] for v in gate.values()])), 4),
            "gate_per_group": gate}
-    if live is not None:
-        all_scores = {h: (fused(oof[h][0], cols, all_thr), oof[h][1]) for h in groups}
-        t = gate_threshold(all_scores)
-        row["live_only_bpcer_at_0.5"] = round(float(np.mean(
-            fused(live, cols, all_thr) < 0.5)), 4)
-        row["live_only_bpcer_at_gate"] = round(float(np.mean(
-            fused(live, cols, all_thr) < t)), 4)
-        row["gate_threshold_all_groups"] = t
     return row
 
 
@@ -183,7 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     cards = args.out / "cards"
     checks = [c for c in CANDIDATES if (cards / f"{c}.json").exists()]
     oof = load_oof(cards, checks)
-    live = live_only(cards, checks)
     per_check = {i: nested_thresholds(oof, i) for i in range(len(checks))}
     all_thr = [mean_group_acer_threshold({g: (v[0][:, i], v[1]) for g, v in oof.items()},
                                          GRID)[0] for i in range(len(checks))]
@@ -192,8 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         for subset in itertools.combinations(range(len(checks)), k):
             cols = list(subset)
             name = " AND ".join(checks[c] for c in cols)
-            rules[name] = evaluate_rule(oof, cols, per_check, live,
-                                        [all_thr[c] for c in cols])
+            rules[name] = evaluate_rule(oof, cols, per_check)
             print(name, rules[name]["mean_acer"], flush=True)
     ranked = sorted(rules, key=lambda r: rules[r]["mean_acer"])
     best = ranked[0]
@@ -209,12 +187,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.max_checks}; each held-out group judged at thresholds chosen on the other "
           "groups. Gate: the fused score at the threshold that keeps the other groups' mean "
           f"BPCER <= {TARGET_BPCER}, the lowest APCER.", "",
-          "| rule | mean ACER | worst group | gate APCER | gate BPCER | live-only BPCER "
-          "(gate) |", "|---|---|---|---|---|---|"]
+          "| rule | mean ACER | worst group | gate APCER | gate BPCER |",
+          "|---|---|---|---|---|"]
     for r in ranked[:15] + [r for r in ranked[15:] if " AND " not in r]:
         v = rules[r]
         md.append(f"| {r} | {v['mean_acer']} | {v['max_acer']} | {v['gate_mean_apcer']} | "
-                  f"{v['gate_mean_bpcer']} | {v.get('live_only_bpcer_at_gate', '')} |")
+                  f"{v['gate_mean_bpcer']} |")
     b = rules[best]
     md += ["", f"Best: **{best}**, mean ACER {b['mean_acer']} (worst group {b['max_acer']}).",
            "", "| held-out group | ACER | gate APCER | gate BPCER |", "|---|---|---|---|"]
