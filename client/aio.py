@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -23,15 +23,16 @@ from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
 class AsyncFaceGateClient:
     """Same options and methods as :class:`facegate.client.FaceGateClient`, awaitable."""
 
-    def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
+    def __init__(self, target: str | Sequence[str], timeout: float = 60.0, retries: int = 3,
                  credentials: grpc.ChannelCredentials | None = None,
                  metadata: Iterable[tuple[str, str]] = (), api_key: str | None = None,
                  tls_ca: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None) -> None:
         credentials = credentials or M.tls_credentials(tls_ca, tls_cert, tls_key)
-        opts = M.channel_options()
-        self._channel = (grpc.aio.secure_channel(target, credentials, opts) if credentials
-                         else grpc.aio.insecure_channel(target, opts))
+        address, authority = M.channel_target(target)
+        opts = M.channel_options(authority)
+        self._channel = (grpc.aio.secure_channel(address, credentials, opts) if credentials
+                         else grpc.aio.insecure_channel(address, opts))
         self._stub = pb_grpc.FaceGateStub(self._channel)
         self.timeout = timeout
         self.retries = retries
@@ -57,17 +58,20 @@ class AsyncFaceGateClient:
                     raise from_rpc_error(e) from None
             await asyncio.sleep(wait)
 
-    async def stream(self, frames: Iterable[FrameLike], mode: str = "identify",
+    async def stream(self, frames: Iterable[FrameLike] | AsyncIterable[FrameLike],
+                     mode: str = "identify",
                      claim: str | None = None, challenges: Iterable[str] = (), **config: Any
                      ) -> AsyncIterator[pb.AuthResponse]:
         cfg = M.session_config(mode, claim, challenges, **config)
-        call = self._stub.Authenticate(M.auth_requests(cfg, frames), timeout=self.timeout,
-                                       metadata=self.metadata)
+        call = self._stub.Authenticate(M.requests_for(pb.AuthRequest, cfg, frames),
+                                       timeout=self.timeout, metadata=self.metadata)
         try:
             async for resp in call:
                 yield resp
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+        finally:
+            call.cancel()  # decided, or the caller stopped reading: end the call
 
     async def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
                            claim: str | None = None, challenges: Iterable[str] = (),
@@ -83,13 +87,15 @@ class AsyncFaceGateClient:
         req = pb.CheckLivenessRequest(frame=M.to_frame(image))
         return M.decision(await self._call(self._stub.CheckLiveness, req))
 
-    async def enroll(self, subject_id: str, frames: Iterable[FrameLike], display_name: str = "",
-                     replace: bool = False, skip_liveness: bool = False) -> EnrollResult:
+    async def enroll(self, subject_id: str,
+                     frames: Iterable[FrameLike] | AsyncIterable[FrameLike],
+                     display_name: str = "", replace: bool = False,
+                     skip_liveness: bool = False) -> EnrollResult:
         cfg = pb.EnrollConfig(subject_id=subject_id, display_name=display_name, replace=replace,
                               skip_liveness=skip_liveness)
         try:
-            resp = await self._stub.Enroll(M.enroll_requests(cfg, frames), timeout=self.timeout,
-                                           metadata=self.metadata)
+            resp = await self._stub.Enroll(M.requests_for(pb.EnrollRequest, cfg, frames),
+                                           timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         return M.enroll_result(resp)

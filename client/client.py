@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -16,6 +18,7 @@ from facegate.client.v1 import facegate_pb2 as pb
 from facegate.client.v1 import facegate_pb2_grpc as pb_grpc
 
 MAX_MESSAGE = M.MAX_MESSAGE
+log = logging.getLogger("facegate.client")
 
 
 class FaceGateClient:
@@ -26,20 +29,28 @@ class FaceGateClient:
     call. TLS: ``tls_ca`` (PEM file of the CA that signed the server's certificate) and, for
     mTLS, ``tls_cert`` + ``tls_key`` (the client's); or ready ``credentials``
     (``grpc.ssl_channel_credentials(...)``).
+
+    ``target`` is one ``host:port`` (a DNS name with several addresses is balanced over all of
+    them) or several (``["gate-a:50051", "gate-b:50051"]`` or ``"a:50051,b:50051"``): calls
+    are spread round-robin over the servers that are up. When the server of an Authenticate
+    stream dies before its Decision, the session is retried on another (``failovers`` times)
+    with the same frames and the same ``request_id``; the caller gets one Decision.
     """
 
-    def __init__(self, target: str, timeout: float = 60.0, retries: int = 3,
+    def __init__(self, target: str | Sequence[str], timeout: float = 60.0, retries: int = 3,
                  credentials: grpc.ChannelCredentials | None = None,
                  metadata: Iterable[tuple[str, str]] = (), api_key: str | None = None,
                  tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None) -> None:
+                 tls_key: str | None = None, failovers: int = 2) -> None:
         credentials = credentials or M.tls_credentials(tls_ca, tls_cert, tls_key)
-        opts = M.channel_options()
-        self._channel = (grpc.secure_channel(target, credentials, opts) if credentials
-                         else grpc.insecure_channel(target, opts))
+        address, authority = M.channel_target(target)
+        opts = M.channel_options(authority)
+        self._channel = (grpc.secure_channel(address, credentials, opts) if credentials
+                         else grpc.insecure_channel(address, opts))
         self._stub = pb_grpc.FaceGateStub(self._channel)
         self.timeout = timeout
         self.retries = retries
+        self.failovers = failovers
         self.metadata = M.call_metadata(metadata, api_key)
 
     def close(self) -> None:
@@ -101,7 +112,32 @@ class FaceGateClient:
                      claim: str | None = None, challenges: Iterable[str] = (),
                      on_event: Callable[[pb.AuthResponse], None] | None = None,
                      **config: Any) -> Decision:
-        """Stream ``frames`` and return the final decision. ``claim`` means verify 1:1."""
+        """Stream ``frames`` and return the final decision. ``claim`` means verify 1:1.
+
+        A server that dies mid-stream (UNAVAILABLE before the Decision) costs a retry on the
+        next server, from the first frame (at most 64 MiB of frames are kept for that)."""
+        config.setdefault("request_id", uuid.uuid4().hex)
+        replay = M.Replay(frames)
+        source: Iterable[FrameLike] = replay
+        delays = retry_delays(self.failovers)
+        try:
+            while True:
+                try:
+                    return self._decide(source, mode, claim, challenges, on_event, config)
+                except Unavailable as e:
+                    wait = next(delays, None)
+                    if wait is None or replay.overflowed:
+                        raise
+                    log.warning("server unavailable mid-session (%s); retrying request %s on "
+                                "another", e, config["request_id"])
+                    time.sleep(wait)
+                    source = replay.again()
+        finally:
+            replay.close()
+
+    def _decide(self, frames: Iterable[FrameLike], mode: str, claim: str | None,
+                challenges: Iterable[str], on_event: Callable[[pb.AuthResponse], None] | None,
+                config: dict[str, Any]) -> Decision:
         events: list[pb.AuthResponse] = []
         with contextlib.closing(self.stream(frames, mode, claim, challenges, **config)) as s:
             for resp in s:

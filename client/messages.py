@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -115,13 +116,14 @@ def _mode(mode: str) -> int:
 
 def session_config(mode: str = "identify", claim: str | None = None,
                    challenges: Iterable[str] = (), client_id: str = "", device_id: str = "",
-                   max_frames: int = 0, realtime: bool = False) -> pb.SessionConfig:
+                   max_frames: int = 0, realtime: bool = False, request_id: str = ""
+                   ) -> pb.SessionConfig:
     if claim and mode.lower() == "identify":
         mode = "verify"
     return pb.SessionConfig(mode=_mode(mode), claimed_subject_id=claim or "",
                             challenges=[pb.Challenge.Value(c.upper()) for c in challenges],
                             client_id=client_id, device_id=device_id, max_frames=max_frames,
-                            realtime=realtime)
+                            realtime=realtime, request_id=request_id)
 
 
 def auth_requests(config: pb.SessionConfig, frames: Iterable[FrameLike]
@@ -136,6 +138,25 @@ def enroll_requests(config: pb.EnrollConfig, frames: Iterable[FrameLike]
     yield pb.EnrollRequest(config=config)
     for f in frames:
         yield pb.EnrollRequest(frame=to_frame(f))
+
+
+async def aiter_requests(make: Any, config: Any, frames: AsyncIterable[FrameLike]
+                         ) -> AsyncIterator[Any]:
+    """``auth_requests`` / ``enroll_requests`` over an async frame source (a camera feed
+    arriving on an event loop): ``make(config=...)`` first, then ``make(frame=...)``."""
+    yield make(config=config)
+    async for f in frames:
+        yield make(frame=to_frame(f))
+
+
+def requests_for(make: Any, config: Any, frames: Iterable[FrameLike] | AsyncIterable[FrameLike]
+                 ) -> Iterator[Any] | AsyncIterator[Any]:
+    """The request stream for a sync or an async frame source."""
+    if hasattr(frames, "__aiter__"):
+        return aiter_requests(make, config, frames)  # type: ignore[arg-type]
+    if make is pb.AuthRequest:
+        return auth_requests(config, frames)  # type: ignore[arg-type]
+    return enroll_requests(config, frames)  # type: ignore[arg-type]
 
 
 def decision(msg: pb.Decision, events: tuple = ()) -> Decision:
@@ -172,12 +193,14 @@ class AuditEvent:
     subject_id: str
     session_id: str
     scores: dict[str, float]
+    request_id: str = ""
 
 
 def audit_event(msg: pb.AuditEvent) -> AuditEvent:
     return AuditEvent(msg.event_id, msg.time_unix_ms, msg.action, msg.key_id, msg.client_id,
                       msg.device_id, msg.peer, msg.mode, msg.outcome, msg.subject_id,
-                      msg.session_id, {k: round(v, 4) for k, v in msg.scores.items()})
+                      msg.session_id, {k: round(v, 4) for k, v in msg.scores.items()},
+                      msg.request_id)
 
 
 def subject(msg: pb.Subject) -> Subject:
@@ -256,9 +279,106 @@ class ClosableRequests:
                 close()
 
 
-def channel_options() -> list[tuple[str, Any]]:
-    return [("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.max_receive_message_length", MAX_MESSAGE)]
+# Calls spread over every address a target resolves to (several servers behind one DNS name,
+# or the list given), each call on the next READY server; a dead one is skipped.
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def channel_options(authority: str | None = None) -> list[tuple[str, Any]]:
+    opts: list[tuple[str, Any]] = [("grpc.max_send_message_length", MAX_MESSAGE),
+                                   ("grpc.max_receive_message_length", MAX_MESSAGE),
+                                   ("grpc.service_config", ROUND_ROBIN)]
+    if authority:  # several addresses: the name their TLS certificates carry
+        opts += [("grpc.default_authority", authority),
+                 ("grpc.ssl_target_name_override", authority)]
+    return opts
+
+
+def split_targets(target: str | Sequence[str]) -> list[str]:
+    """``"a:1,b:2"``, ``["a:1", "b:2"]`` or one target, as a list of ``host:port``."""
+    items = [target] if isinstance(target, str) else list(target)
+    out = [t.strip() for item in items for t in item.split(",") if t.strip()]
+    if not out:
+        raise ValueError("no target given")
+    return out
+
+
+def _host_port(target: str) -> tuple[str, str]:
+    if target.startswith("["):  # [v6]:port
+        host, _, port = target[1:].partition("]:")
+        return host, port
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"target {target!r} must be host:port")
+    return host, port
+
+
+def channel_target(target: str | Sequence[str]) -> tuple[str, str | None]:
+    """The gRPC target for one or several servers, and the authority to use with several.
+
+    One target goes to gRPC as it is (``dns:///gates.example:50051`` resolves to every A
+    record and round_robin spreads over them). Several ``host:port`` are resolved here and
+    given as one static list, ``ipv4:10.0.0.5:50051,10.0.0.6:50051`` (or ``ipv6:``): gRPC
+    cannot list names, only addresses.
+    """
+    import socket
+
+    targets = split_targets(target)
+    if len(targets) == 1:
+        return targets[0], None
+    v4: list[str] = []
+    v6: list[str] = []
+    for t in targets:
+        host, port = _host_port(t)
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        four = [i[4][0] for i in infos if i[0] == socket.AF_INET]
+        six = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
+        if four:
+            v4.append(f"{four[0]}:{port}")
+        if six:
+            v6.append(f"[{six[0]}]:{port}")
+    authority = _host_port(targets[0])[0]
+    if len(v4) == len(targets):
+        return "ipv4:" + ",".join(v4), authority
+    if len(v6) == len(targets):
+        return "ipv6:" + ",".join(v6), authority
+    raise ValueError(f"targets {targets} mix IPv4-only and IPv6-only hosts; give addresses "
+                     "of one family")
+
+
+class Replay:
+    """A frame source that can be replayed: the first pass records what it yields (up to
+    ``max_bytes`` of encoded frames), :meth:`again` yields the record, then the rest of the
+    source. A session retried on another server gets the same frames, in order."""
+
+    def __init__(self, frames: Iterable[FrameLike], max_bytes: int = 64 << 20) -> None:
+        self._source = iter(frames)
+        self._record: list[pb.Frame] = []
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.overflowed = False
+
+    def __iter__(self) -> Iterator[pb.Frame]:
+        for f in self._source:
+            frame = to_frame(f)
+            if not self.overflowed:
+                self._bytes += frame.ByteSize()
+                if self._bytes > self.max_bytes:
+                    self.overflowed, self._record = True, []
+                else:
+                    self._record.append(frame)
+            yield frame
+
+    def again(self) -> Iterator[pb.Frame]:
+        if self.overflowed:
+            raise RuntimeError("too many frames to replay")
+        yield from list(self._record)
+        yield from self
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
 
 def call_metadata(metadata: Iterable[tuple[str, str]], api_key: str | None

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facegate.client.v1 import facegate_pb2 as pb
 from facegate.server.audit import AuditLog
+from facegate.server.db import open_database
 from facegate.server.metrics import Metrics
 from facegate.server.security import Gatekeeper, KeyStore, StreamLimiter, Watchdog
 from facegate.server.servicer import FaceGateServicer, Guards, handlers
@@ -36,6 +37,7 @@ class RunningServer:
     host: str = ""
     metrics_port: int = 0  # the Prometheus endpoint's port, when metrics_port >= 0
     metrics_http: Any = None
+    database: Any = None  # the shared Database (gallery, keys, audit)
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
@@ -45,8 +47,8 @@ class RunningServer:
         if self.servicer.auth is not None:
             self.servicer.auth.gallery.close()
         self.servicer.guards.watchdog.stop()
-        self.servicer.guards.audit.close()
-        self.servicer.guards.gatekeeper.keys.close()
+        if self.database is not None:
+            self.database.close()
 
 
 # Threads beside the stream slots, for unary calls and health: a server whose every stream
@@ -101,7 +103,7 @@ def enable_reflection(server: grpc.Server, services) -> None:
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
 
 
-def load_authenticator(settings: Settings):
+def load_authenticator(settings: Settings, database=None):
     """Load every model and open the gallery (seconds: MTCNN, LivenessNet, dlib)."""
     from facegate.liveness.pipeline import LivenessPipeline
     from facegate.server.recognition import Gallery
@@ -117,22 +119,24 @@ def load_authenticator(settings: Settings):
                                 step_up_band=(float(entry("step_up").extra["band"])
                                               if settings.step_up else None),
                                 step_up_pool=settings.challenge_kinds)
-    return Authenticator(settings, pipeline, Gallery(settings.db, settings.match_threshold))
+    return Authenticator(settings, pipeline,
+                         Gallery(database or settings.db, settings.match_threshold))
 
 
 def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     """Bind, start serving health at once (NOT_SERVING), load models, then report SERVING."""
-    keys = KeyStore(settings.db)
+    database = open_database(settings.db)
+    keys = KeyStore(database)
     try:
         host = bind_host(settings, keys.active())
     except RuntimeError:
-        keys.close()
+        database.close()
         raise
     metrics = Metrics()
     guards = Guards(Gatekeeper(keys, settings.require_api_keys),
                     StreamLimiter(settings.workers, settings.max_streams_per_key,
                                   settings.max_streams_per_peer),
-                    Watchdog(), AuditLog(settings.db), metrics)
+                    Watchdog(), AuditLog(database), metrics)
     limit = settings.max_frame_bytes + (1 << 20)
     # Streams are admitted up to `workers` (StreamLimiter, RESOURCE_EXHAUSTED past it); the
     # pool has UNARY_THREADS more, and calls past both are refused rather than queued.
@@ -156,7 +160,8 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
         raise RuntimeError(f"could not bind {address}")
     server.start()
     loaded = threading.Event()
-    running = RunningServer(server, port, servicer, health_servicer, loaded, host)
+    running = RunningServer(server, port, servicer, health_servicer, loaded, host,
+                            database=database)
     if settings.metrics_port >= 0:
         running.metrics_http, running.metrics_port = metrics.serve(settings.metrics_port,
                                                                    settings.metrics_host)
@@ -164,7 +169,7 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     def load() -> None:
         t0 = time.monotonic()
         try:
-            servicer.ready(load_authenticator(settings))
+            servicer.ready(load_authenticator(settings, database))
             metrics.model_load_seconds.set(time.monotonic() - t0)
         except Exception:
             log.exception("model loading failed; health stays NOT_SERVING")

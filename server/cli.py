@@ -276,7 +276,9 @@ def parser() -> argparse.ArgumentParser:
                    help="bind address (default: localhost until the server has an API key or "
                         "TLS, then [::])")
     s.add_argument("--port", type=int, default=None, help="port (default 50051; 0 = any)")
-    s.add_argument("--db", default=None, help="SQLite gallery file (default facegate.db)")
+    s.add_argument("--db", default=None,
+                   help="gallery: a SQLite file (default facegate.db) or a postgresql:// URL "
+                        "that several servers share")
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--match-threshold", type=float, default=None)
     s.add_argument("--allow-unverified-enrollment", action="store_true",
@@ -295,7 +297,9 @@ def parser() -> argparse.ArgumentParser:
 
     def client_cmd(name: str, help: str):
         p = sub.add_parser(name, help=help)
-        p.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
+        p.add_argument("--target", default=DEFAULT_TARGET,
+                       help="server HOST:PORT, or several comma-separated (balanced "
+                            "round-robin; a session whose server dies is retried on another)")
         p.add_argument("--timeout", type=float, default=120.0)
         p.add_argument("--api-key", default=os.environ.get("FACEGATE_API_KEY"),
                        help="API key (default: $FACEGATE_API_KEY)")
@@ -367,7 +371,8 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="add, list or revoke API keys (in the gallery database)")
     k.add_argument("action", choices=["add", "list", "revoke"])
     k.add_argument("key_id", nargs="?", help="revoke: the key id")
-    k.add_argument("--db", default=os.environ.get("FACEGATE_DB", "facegate.db"))
+    k.add_argument("--db", default=os.environ.get("FACEGATE_DB", "facegate.db"),
+                   help="SQLite file or postgresql:// URL (default $FACEGATE_DB or facegate.db)")
     k.add_argument("--name", default="", help="add: who the key is for (a gate, a desk)")
     k.add_argument("--scopes", default="authenticate",
                    help="add: comma-separated, of authenticate, enroll, admin, scores")

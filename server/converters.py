@@ -23,7 +23,8 @@ def session_config(msg: pb.SessionConfig) -> S.SessionConfig:
             raise InvalidInput(f"unknown challenge value {c}", "config.challenges")
         challenges.append(pb.Challenge.Name(c))
     return S.SessionConfig(mode, msg.claimed_subject_id, tuple(challenges), msg.client_id,
-                           msg.device_id, msg.max_frames, msg.realtime)
+                           msg.device_id, msg.max_frames, msg.realtime,
+                           msg.request_id[:128])
 
 
 def enroll_config(msg: pb.EnrollConfig) -> S.EnrollConfig:
@@ -130,7 +131,7 @@ def audit_event(e: AuditEvent) -> pb.AuditEvent:
     return pb.AuditEvent(event_id=e.event_id, time_unix_ms=e.time_ms, action=e.action,
                          key_id=e.key_id, client_id=e.client_id, device_id=e.device_id,
                          peer=e.peer, mode=e.mode, outcome=e.outcome, subject_id=e.subject_id,
-                         session_id=e.session_id, scores=e.scores)
+                         session_id=e.session_id, scores=e.scores, request_id=e.request_id)
 
 
 def bad_request_details(code, message: str, field: str) -> tuple[tuple[str, bytes], ...]:

@@ -28,17 +28,6 @@ SCOPES = (AUTHENTICATE, ENROLL, ADMIN, SCORES)
 IMPLIED = {ADMIN: frozenset(SCOPES)}
 KEY_PREFIX = "fgk_"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    revoked_ms INTEGER
-)
-"""
-
 
 @dataclass(frozen=True)
 class Principal:
@@ -83,36 +72,30 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore(Store):
-    """API keys in the gallery database (its own connection; SQLite WAL)."""
-
-    SCHEMA = _SCHEMA
+    """API keys in the gallery database (table ``api_keys``, :mod:`facegate.server.db`)."""
 
     def add(self, name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
         """A new key: its record and the key itself, shown this once."""
         scopes = parse_scopes(scopes)
         key_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         now = int(time.time() * 1000)
-        with self._lock:
-            self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                             (key_id, name, _digest(secret), ",".join(scopes), now))
+        self.db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                        (key_id, name, _digest(secret), ",".join(scopes), now))
         return ApiKey(key_id, name, scopes, now, None), f"{KEY_PREFIX}{key_id}_{secret}"
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute("SELECT key_id, name, scopes, created_ms, revoked_ms "
-                                    "FROM api_keys ORDER BY created_ms").fetchall()
+        rows = self.db.execute("SELECT key_id, name, scopes, created_ms, revoked_ms "
+                               "FROM api_keys ORDER BY created_ms").fetchall()
         return [ApiKey(r[0], r[1], tuple(r[2].split(",")), r[3], r[4]) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND "
-                                   "revoked_ms IS NULL", (int(time.time() * 1000), key_id))
+        cur = self.db.execute("UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND "
+                              "revoked_ms IS NULL", (int(time.time() * 1000), key_id))
         return cur.rowcount == 1
 
     def active(self) -> int:
-        with self._lock:
-            return self._db.execute(
-                "SELECT COUNT(*) FROM api_keys WHERE revoked_ms IS NULL").fetchone()[0]
+        row = self.db.execute("SELECT COUNT(*) FROM api_keys WHERE revoked_ms IS NULL").fetchone()
+        return int(row[0]) if row else 0
 
     def principal(self, key: str) -> Principal | None:
         """The principal of a presented key, or None (unknown, malformed or revoked)."""
@@ -121,9 +104,8 @@ class KeyStore(Store):
         key_id, _, secret = key[len(KEY_PREFIX):].partition("_")
         if not key_id or not secret:
             return None
-        with self._lock:
-            row = self._db.execute("SELECT name, secret_sha256, scopes, revoked_ms FROM "
-                                   "api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        row = self.db.execute("SELECT name, secret_sha256, scopes, revoked_ms FROM "
+                              "api_keys WHERE key_id = ?", (key_id,)).fetchone()
         if row is None or row[3] is not None:
             return None
         if not hmac.compare_digest(row[1], _digest(secret)):

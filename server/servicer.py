@@ -196,7 +196,7 @@ class FaceGateServicer:
 
     def _record(self, action: str, context, who: Principal, d: Decision | None,
                 mode: str = "", client_id: str = "", device_id: str = "",
-                subject_id: str = "", outcome: str = "") -> None:
+                subject_id: str = "", outcome: str = "", request_id: str = "") -> None:
         scores: dict[str, float] = {}
         if d is not None:
             if d.liveness is not None:
@@ -207,7 +207,7 @@ class FaceGateServicer:
             action, key_id=who.key_id, client_id=client_id, device_id=device_id,
             peer=context.peer(), mode=mode, outcome=outcome or (d.outcome if d else ""),
             subject_id=subject_id or (d.subject_id if d else ""),
-            session_id=d.session_id if d else "", scores=scores)
+            session_id=d.session_id if d else "", scores=scores, request_id=request_id)
 
     @_rpc(AUTHENTICATE)
     def Authenticate(self, request_iterator: Iterator[pb.AuthRequest], context,
@@ -249,7 +249,8 @@ class FaceGateServicer:
 
     def _record_session(self, context, who: Principal, session, d: Decision) -> None:
         cfg = session.config
-        self._record("authenticate", context, who, d, cfg.mode, cfg.client_id, cfg.device_id)
+        self._record("authenticate", context, who, d, cfg.mode, cfg.client_id, cfg.device_id,
+                     request_id=cfg.request_id)
         self._count(d, cfg.mode)
 
     def _count(self, d: Decision | None, mode: str) -> None:

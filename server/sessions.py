@@ -48,6 +48,7 @@ class SessionConfig:
     device_id: str = ""
     max_frames: int = 0
     realtime: bool = False  # skip frames the analysis has no time for (see FrameQueue)
+    request_id: str = ""  # the client's id of this attempt (kept by a failed-over retry)
 
 
 @dataclass(frozen=True)

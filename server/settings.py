@@ -21,6 +21,8 @@ class Settings:
     # start unless allow_anonymous says so: anyone who reaches the port could enrol.
     host: str = ""
     port: int = 50051
+    # The gallery (templates, API keys, audit): a SQLite file, or a postgresql:// URL that
+    # several servers share (each keeps its matcher in step through LISTEN/NOTIFY).
     db: str = "facegate.db"
     # Concurrent client streams (Authenticate, Enroll); unary calls and health have threads
     # of their own beside them, so a full stream pool never starves them.

@@ -53,3 +53,33 @@ def shared_videos() -> Path:
 
 def pytest_report_header(config):
     return f"facegate test data: {DATA} (exists={DATA.is_dir()}); cwd={os.getcwd()}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (tests/postgres.py), for the whole test session."""
+    from .postgres import PostgresServer, pg_bin
+
+    bindir = pg_bin()
+    if bindir is None:
+        if os.environ.get("FACEGATE_REQUIRE_POSTGRES") == "1" or os.environ.get("CI"):
+            pytest.fail("FACEGATE_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries "
+                        "(/usr/lib/postgresql/*/bin or $FACEGATE_PG_BIN)")
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin); "
+                    "set FACEGATE_PG_BIN")
+    pg = PostgresServer(bindir).start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture()
+def pg_url(postgres):
+    """A fresh, empty database on the test server."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + "/" + name

@@ -116,7 +116,7 @@ class Frame(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("mode", "claimed_subject_id", "challenges", "client_id", "device_id", "max_frames", "realtime")
+    __slots__ = ("mode", "claimed_subject_id", "challenges", "client_id", "device_id", "max_frames", "realtime", "request_id")
     MODE_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CHALLENGES_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class SessionConfig(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
     REALTIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     claimed_subject_id: str
     challenges: _containers.RepeatedScalarFieldContainer[Challenge]
@@ -131,7 +132,8 @@ class SessionConfig(_message.Message):
     device_id: str
     max_frames: int
     realtime: bool
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., claimed_subject_id: _Optional[str] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., max_frames: _Optional[int] = ..., realtime: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., claimed_subject_id: _Optional[str] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., max_frames: _Optional[int] = ..., realtime: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AuthRequest(_message.Message):
     __slots__ = ("config", "frame")
@@ -356,7 +358,7 @@ class ListAuditEventsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "time_unix_ms", "action", "key_id", "client_id", "device_id", "peer", "mode", "outcome", "subject_id", "session_id", "scores")
+    __slots__ = ("event_id", "time_unix_ms", "action", "key_id", "client_id", "device_id", "peer", "mode", "outcome", "subject_id", "session_id", "scores", "request_id")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +378,7 @@ class AuditEvent(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: int
     time_unix_ms: int
     action: str
@@ -388,7 +391,8 @@ class AuditEvent(_message.Message):
     subject_id: str
     session_id: str
     scores: _containers.ScalarMap[str, float]
-    def __init__(self, event_id: _Optional[int] = ..., time_unix_ms: _Optional[int] = ..., action: _Optional[str] = ..., key_id: _Optional[str] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., peer: _Optional[str] = ..., mode: _Optional[str] = ..., outcome: _Optional[str] = ..., subject_id: _Optional[str] = ..., session_id: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, event_id: _Optional[int] = ..., time_unix_ms: _Optional[int] = ..., action: _Optional[str] = ..., key_id: _Optional[str] = ..., client_id: _Optional[str] = ..., device_id: _Optional[str] = ..., peer: _Optional[str] = ..., mode: _Optional[str] = ..., outcome: _Optional[str] = ..., subject_id: _Optional[str] = ..., session_id: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")

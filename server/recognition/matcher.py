@@ -46,7 +46,11 @@ def as_template(template: np.ndarray) -> np.ndarray:
 
 
 class Matcher:
-    """Subjects and their templates in memory, matched at ``threshold`` (similarity)."""
+    """Subjects and their templates in memory, matched at ``threshold`` (similarity).
+
+    Rows live in a buffer that grows by doubling, so an enrolment into a gallery of a million
+    is O(1) amortised (no copy of the matrix); a delete moves the last row into the hole.
+    """
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -55,12 +59,21 @@ class Matcher:
     def load(self, subjects: Sequence[Subject], matrix: np.ndarray) -> None:
         """Replace everything: ``matrix`` row i is ``subjects[i]``'s template."""
         self._subjects = list(subjects)
-        self._matrix = np.asarray(matrix, np.float32).reshape(len(self._subjects), TEMPLATE_DIM)
-        self._norms = np.einsum("ij,ij->i", self._matrix, self._matrix)
+        self._n = len(self._subjects)
+        self._buf = np.asarray(matrix, np.float32).reshape(self._n, TEMPLATE_DIM)
+        self._norm_buf = np.einsum("ij,ij->i", self._buf, self._buf)
         self._index = {s.subject_id: i for i, s in enumerate(self._subjects)}
 
+    @property
+    def _matrix(self) -> np.ndarray:
+        return self._buf[:self._n]
+
+    @property
+    def _norms(self) -> np.ndarray:
+        return self._norm_buf[:self._n]
+
     def __len__(self) -> int:
-        return len(self._subjects)
+        return self._n
 
     def __contains__(self, subject_id: str) -> bool:
         return subject_id in self._index
@@ -70,14 +83,36 @@ class Matcher:
         t = as_template(template)
         i = self._index.get(subject.subject_id)
         if i is None:  # a new row at the end
-            self._index[subject.subject_id] = len(self._subjects)
+            if self._n == len(self._buf):
+                grown = np.zeros((max(16, 2 * self._n), TEMPLATE_DIM), np.float32)
+                grown[:self._n] = self._matrix
+                norms = np.zeros(len(grown), np.float32)
+                norms[:self._n] = self._norms
+                self._buf, self._norm_buf = grown, norms
+            i = self._n
+            self._index[subject.subject_id] = i
             self._subjects.append(subject)
-            self._matrix = np.vstack([self._matrix, t[None]])
-            self._norms = np.append(self._norms, np.float32(t @ t))
+            self._n += 1
         else:
             self._subjects[i] = subject
-            self._matrix[i] = t
-            self._norms[i] = t @ t
+        self._buf[i] = t
+        self._norm_buf[i] = t @ t
+
+    def remove(self, subject_id: str) -> bool:
+        """Drop a subject; False when it was not there."""
+        i = self._index.pop(subject_id, None)
+        if i is None:
+            return False
+        last = self._n - 1
+        if i != last:  # the last row fills the hole
+            moved = self._subjects[last]
+            self._subjects[i] = moved
+            self._buf[i] = self._buf[last]
+            self._norm_buf[i] = self._norm_buf[last]
+            self._index[moved.subject_id] = i
+        self._subjects.pop()
+        self._n = last
+        return True
 
     def get(self, subject_id: str) -> Subject:
         i = self._index.get(subject_id)
@@ -87,24 +122,21 @@ class Matcher:
 
     def template(self, subject_id: str) -> np.ndarray:
         self.get(subject_id)
-        return self._matrix[self._index[subject_id]].copy()
-
-    def page(self, offset: int, limit: int) -> tuple[list[Subject], int]:
-        return self._subjects[offset:offset + limit], len(self._subjects)
+        return self._buf[self._index[subject_id]].copy()
 
     def identify(self, query: np.ndarray) -> MatchResult | None:
         """The nearest template (1:N); None when empty. Matched when over threshold."""
-        if not self._subjects:
+        if not self._n:
             return None
         q = np.asarray(query, np.float32).reshape(-1)
         d2 = self._norms - 2.0 * (self._matrix @ q)  # + |q|^2, the same for every row
         i = int(np.argmin(d2))
-        d = float(np.linalg.norm(self._matrix[i] - q))  # exact for the winner
+        d = float(np.linalg.norm(self._buf[i] - q))  # exact for the winner
         return MatchResult(self._subjects[i], 1.0 - d, self.threshold)
 
     def verify(self, subject_id: str, query: np.ndarray) -> MatchResult:
         """1:1 against ``subject_id``'s template."""
         subject = self.get(subject_id)
-        t = self._matrix[self._index[subject_id]]
+        t = self._buf[self._index[subject_id]]
         d = float(np.linalg.norm(t - np.asarray(query, np.float32)))
         return MatchResult(subject, 1.0 - d, self.threshold)
