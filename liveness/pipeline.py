@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class FrameAnalysis:
     points: np.ndarray | None = None  # (68, 2) landmarks of the judged face
     pose: HeadPose | None = None
     tracked: bool = False  # found around the previous frame's face, not by a full search
+    # (name, score, threshold, required) of each per-frame check that scored this frame.
+    checks: tuple[tuple[str, float, float, bool], ...] = ()
 
     @property
     def face(self) -> Face | None:
@@ -264,9 +267,12 @@ class LivenessPipeline:
                 if value is not None:
                     scores[check.name] = value
             fused = self.frame_score(scores)
+        checks = tuple((c.name, float(scores[c.name]), float(c.threshold), bool(c.required))
+                       for c in self.checks
+                       if c.per_frame and isinstance(scores.get(c.name), numbers.Real))
         return FrameAnalysis(index, timestamp_ms, faces, scores,
                              quality_hints(face, len(faces), frame), fused, ear, points, pose,
-                             tracked)
+                             tracked, checks)
 
     def session(self, challenges: Sequence[str] = (), challenge_deadline_ms: int = 5000,
                 step_up: bool = True) -> LivenessSession:

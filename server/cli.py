@@ -102,6 +102,33 @@ def cmd_authenticate(args) -> int:
     return code
 
 
+def cmd_demo(args) -> int:
+    """The clip re-encoded with box, check bars, prompts and the decision banner."""
+    from facegate.server.demo import demo
+
+    out = demo(args.video, args.out, target=args.target, db=args.db, mode=args.mode,
+               claim=args.claim, challenges=tuple(c.upper() for c in args.challenge or ()),
+               every=args.every, still=args.still, api_key=args.api_key or None,
+               tls_ca=args.ca, tls_cert=args.cert, tls_key=args.key)
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_web(args) -> int:
+    """The browser page and its WebSocket gateway to the gRPC server."""
+    import asyncio
+
+    from facegate.server.web import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(serve(args.target, args.host, args.port, api_key=args.api_key or None,
+                          tls_ca=args.ca, tls_cert=args.cert, tls_key=args.key))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_liveness(args) -> int:
     with _client(args) as fg:
         for path in args.inputs:
@@ -377,6 +404,25 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--scopes", default="authenticate",
                    help="add: comma-separated, of authenticate, enroll, admin, scores")
     k.set_defaults(fn=cmd_keys)
+
+    d = client_cmd("demo", "a clip re-encoded with what the server saw and decided (VP9)")
+    d.set_defaults(target=None)
+    d.add_argument("video")
+    d.add_argument("-o", "--out", required=True, help="out.webm or out.mp4 (VP9)")
+    d.add_argument("--db", default=None, help="without --target: the gallery of the server "
+                                              "started for the demo (default: an empty one)")
+    d.add_argument("--mode", choices=["identify", "verify", "liveness"], default="identify")
+    d.add_argument("--claim", help="subject id to verify against")
+    d.add_argument("--challenge", action="append",
+                   choices=["blink", "turn_left", "turn_right", "look_up"])
+    d.add_argument("--every", type=int, default=1, help="send every n-th frame")
+    d.add_argument("--still", help="also write the decided frame as a PNG")
+    d.set_defaults(fn=cmd_demo)
+
+    w = client_cmd("web", "a browser page on the camera, via a WebSocket gateway")
+    w.add_argument("--host", default="localhost", help="gateway bind address")
+    w.add_argument("--port", type=int, default=8080, help="gateway port (0 = any)")
+    w.set_defaults(fn=cmd_web, wait=0)
 
     au = client_cmd("audit", "the audit log of decisions and gallery changes, newest first")
     au.add_argument("--limit", type=int, default=100)

@@ -53,6 +53,10 @@ def progress(a: FrameAnalysis, reveal: bool = True) -> pb.Progress:
         msg.detection_score = a.face.detection_score
         if a.frame_score is not None and reveal:
             msg.frame_liveness_score = a.frame_score
+        if reveal:
+            msg.checks.extend(pb.CheckScore(name=n, score=s, threshold=t, passed=s >= t,
+                                            applicable=True, required=r)
+                              for n, s, t, r in a.checks)
     return msg
 
 

@@ -66,6 +66,7 @@ def test_wheel_ships_no_trainer(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "facegate/liveness/checks.py" in names
     assert "facegate/server/recognition/gallery.py" in names
+    assert "facegate/server/static/index.html" in names  # facegate web's page
     assert "facegate/weights/registry.json" in names
     trainers = [n for n in names if n.startswith("training/") or "/train_" in n
                 or "fusion_fit" in n or n.startswith(("bench/", "tests/"))]

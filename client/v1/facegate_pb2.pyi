@@ -156,7 +156,7 @@ class Box(_message.Message):
     def __init__(self, left: _Optional[float] = ..., top: _Optional[float] = ..., right: _Optional[float] = ..., bottom: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("frame_index", "face_found", "box", "detection_score", "faces", "hints", "message", "frame_liveness_score")
+    __slots__ = ("frame_index", "face_found", "box", "detection_score", "faces", "hints", "message", "frame_liveness_score", "checks")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class Progress(_message.Message):
     HINTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FRAME_LIVENESS_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     face_found: bool
     box: Box
@@ -173,7 +174,8 @@ class Progress(_message.Message):
     hints: _containers.RepeatedScalarFieldContainer[Hint]
     message: str
     frame_liveness_score: float
-    def __init__(self, frame_index: _Optional[int] = ..., face_found: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., detection_score: _Optional[float] = ..., faces: _Optional[int] = ..., hints: _Optional[_Iterable[_Union[Hint, str]]] = ..., message: _Optional[str] = ..., frame_liveness_score: _Optional[float] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[CheckScore]
+    def __init__(self, frame_index: _Optional[int] = ..., face_found: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., detection_score: _Optional[float] = ..., faces: _Optional[int] = ..., hints: _Optional[_Iterable[_Union[Hint, str]]] = ..., message: _Optional[str] = ..., frame_liveness_score: _Optional[float] = ..., checks: _Optional[_Iterable[_Union[CheckScore, _Mapping]]] = ...) -> None: ...
 
 class ChallengePrompt(_message.Message):
     __slots__ = ("challenge", "message", "deadline_ms", "index", "total")
