@@ -50,6 +50,37 @@ def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
         cap.release()
 
 
+def camera_frames(device: int | str = 0, max_seconds: float = 0.0, max_side: int = 640
+                  ) -> Iterator[pb.Frame]:
+    """JPEG frames from a camera (an index, a device path or a stream URL), stamped with the
+    time since the first; ``max_seconds`` > 0 stops after that long. Send them with
+    ``realtime=True``: the server judges the newest frame and skips what it has no time for."""
+    import time
+
+    try:
+        import cv2
+    except ImportError as e:
+        raise RuntimeError("cameras need opencv: pip install 'facegate[video]'") from e
+    cap = cv2.VideoCapture(device)
+    if not cap.isOpened():
+        raise ValueError(f"cannot open camera {device!r}")
+    t0 = time.monotonic()
+    try:
+        while not max_seconds or time.monotonic() - t0 < max_seconds:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            h, w = bgr.shape[:2]
+            if max(h, w) > max_side:
+                s = max_side / max(h, w)
+                bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            yield pb.Frame(encoded=buf.tobytes(),
+                           timestamp_ms=int(1 + (time.monotonic() - t0) * 1000))
+    finally:
+        cap.release()
+
+
 def media_frames(path: str | Path, max_frames: int = 0, every: int = 1) -> Iterator[pb.Frame]:
     """Frames of an image file (sent as is) or a video."""
     p = Path(path)
