@@ -129,8 +129,8 @@ def main() -> None:
     frames = list(video_frames(clip, max_frames=args.frames, every=2))
     camera = list(video_frames(clip, max_frames=int(args.fps * args.seconds)))
     rows, realtime = [], []
-    settings = Settings(host="127.0.0.1", port=0, decision_frames=10**6, max_frames=10**6,
-                        workers=16)
+    settings = Settings.from_env(host="127.0.0.1", port=0, decision_frames=10**6,
+                                 max_frames=10**6, workers=16)
     with tempfile.TemporaryDirectory() as tmp:
         running = start(settings.replace(db=f"{tmp}/g.db"))
         target = f"127.0.0.1:{running.port}"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from facegate.liveness.checks import CropCheck
-from facegate.liveness.runtime import inference_module
+from facegate.liveness.runtime import inference_module, onnx_session
 from facegate.liveness.types import Face
 
 if TYPE_CHECKING:
@@ -204,13 +204,7 @@ class ContextCheck(CropCheck):
         self.crop_scale = float(p["scale"])
         self.real_class = int(p.get("real_class", 1))
         if e.file and e.file.endswith(".onnx"):
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(verify(e).path), options,
-                                           providers=["CPUExecutionProvider"])
+            session = onnx_session(verify(e).path.read_bytes())
             name = session.get_inputs()[0].name
             self._run = lambda x: session.run(None, {name: x})[0]
         else:

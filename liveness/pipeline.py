@@ -185,6 +185,11 @@ class LivenessPipeline:
     when the passive score is at least 0.5 - band, the challenge is answered and planarity
     (after a head challenge) passes (None: no step-up; the band is registry data,
     ``training/select_rule.py``).
+
+    ``reported_every``: per-frame checks that only report (neither required nor a fusion
+    input: the spoof cue and the texture CNN by default) are measured on every this-many-th
+    frame of a stream, so their share of the CPU goes to deciding work; 1 measures every
+    frame. Their reported score is then the mean of the frames they measured.
     """
 
     def __init__(
@@ -200,12 +205,15 @@ class LivenessPipeline:
         runtime: str = "onnx",
         step_up_band: float | None = None,
         step_up_pool: Sequence[str] = (),
+        reported_every: int = 1,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
         names = [c for c in checks if isinstance(c, str)]
         built = iter(build_checks(names, thresholds, window, runtime))
         self.checks: list[Check] = [next(built) if isinstance(c, str) else c for c in checks]
         self.fusion = self._fusion(fusion)
+        self.reported_every = max(int(reported_every), 1)
+        self._deciding = {c.name for c in deciding(self.checks, self.fusion)}
         self.window = window
         self.decision_frames = decision_frames
         self.redetect_every = max(int(redetect_every), 1)
@@ -262,7 +270,10 @@ class LivenessPipeline:
                 ear = (eye_aspect_ratio(points[36:42]) + eye_aspect_ratio(points[42:48])) / 2
                 pose = head_pose(points, frame.shape[:2])
             sample = FaceSample(face, points, ear)
+            stride = index % self.reported_every != 0
             for check in self.checks:
+                if stride and check.per_frame and check.name not in self._deciding:
+                    continue  # a reported-only check, measured on every reported_every-th
                 value = check.measure(sample)
                 if value is not None:
                     scores[check.name] = value

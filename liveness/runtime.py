@@ -12,6 +12,7 @@ within float rounding (``tests/test_liveness.py``).
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Callable
 
@@ -22,12 +23,65 @@ from torch import nn
 RUNTIMES = ("onnx", "torch")
 
 
+def decompose_prelu(model: bytes) -> bytes:
+    """The ONNX graph with every PRelu(x, s) written as Relu(x) * (1 - s) + x * s.
+
+    The same function (outputs equal within float rounding, ``tests/test_liveness.py``), but
+    ONNX Runtime's PRelu kernel is not vectorised on x86: in MiniFASNet and MTCNN it took
+    more time than every convolution together, and the elementwise form runs the
+    celeba_minifas model in 7 ms instead of 11 (``bench/pipeline_latency.py``).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = onnx.load_from_string(model)
+    inits = {i.name: i for i in graph.graph.initializer}
+    nodes = []
+    for i, n in enumerate(graph.graph.node):
+        if n.op_type != "PRelu":
+            nodes.append(n)
+            continue
+        x, slope = n.input
+        y, tag = n.output[0], f"_prelu{i}"
+        if slope in inits:  # 1 - s folded now
+            one_minus = numpy_helper.to_array(inits[slope]).astype(np.float32)
+            graph.graph.initializer.append(numpy_helper.from_array(1.0 - one_minus,
+                                                                   slope + tag + "_1m"))
+        else:
+            graph.graph.initializer.append(numpy_helper.from_array(
+                np.ones(1, np.float32), slope + tag + "_one"))
+            nodes.append(helper.make_node("Sub", [slope + tag + "_one", slope],
+                                          [slope + tag + "_1m"]))
+        nodes += [helper.make_node("Relu", [x], [y + tag + "_r"]),
+                  helper.make_node("Mul", [y + tag + "_r", slope + tag + "_1m"],
+                                   [y + tag + "_a"]),
+                  helper.make_node("Mul", [x, slope], [y + tag + "_b"]),
+                  helper.make_node("Add", [y + tag + "_a", y + tag + "_b"], [y])]
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    return graph.SerializeToString()
+
+
+# "decomposed" (default) or "native": how sessions built from now on run PRelu (the 0.1
+# path is "native"; bench/throughput.py runs both in one process).
+PRELU = os.environ.get("FACEGATE_PRELU", "decomposed")
+
+
+def onnx_session(model: bytes, threads: int = 1):
+    """An ONNX Runtime session on the CPU, ``threads`` intra-op threads, PRelu decomposed."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    graph = model if PRELU == "native" else decompose_prelu(model)
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxModule:
     """A module's forward as an ONNX Runtime session: tensors in, tensors out, batch free."""
 
     def __init__(self, module: nn.Module, example: torch.Tensor, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         module = module.eval()
         with torch.no_grad():
             sample = module(example)
@@ -43,11 +97,7 @@ class OnnxModule:
             torch.onnx.export(module, (example,), buf, dynamo=False,  # type: ignore[arg-type]
                               input_names=["x"], output_names=outputs, opset_version=17,
                               dynamic_axes={k: {0: "n"} for k in ["x", *outputs]})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(buf.getvalue(), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = onnx_session(buf.getvalue(), threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         out = self.session.run(None, {"x": np.ascontiguousarray(x.numpy(), dtype=np.float32)})

@@ -45,6 +45,7 @@ class RunningServer:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
         if self.servicer.auth is not None:
+            self.servicer.auth.close()
             self.servicer.auth.gallery.close()
         self.servicer.guards.watchdog.stop()
         if self.database is not None:
@@ -118,7 +119,8 @@ def load_authenticator(settings: Settings, database=None):
                                 runtime=settings.runtime,
                                 step_up_band=(float(entry("step_up").extra["band"])
                                               if settings.step_up else None),
-                                step_up_pool=settings.challenge_kinds)
+                                step_up_pool=settings.challenge_kinds,
+                                reported_every=settings.reported_every)
     return Authenticator(settings, pipeline,
                          Gallery(database or settings.db, settings.match_threshold))
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Union
 
@@ -27,6 +28,7 @@ from facegate.server.recognition import (
     Gallery,
     MatchResult,
     Subject,
+    TemplateEncoder,
     mean_template,
     validate_subject_id,
 )
@@ -35,7 +37,6 @@ from facegate.server.settings import Settings
 
 MODES = ("IDENTIFY", "VERIFY", "LIVENESS_ONLY")
 # Frames whose faces feed the template: the sharpest, most confident few.
-TEMPLATE_FRAMES = 3
 MAX_ENROLL_FRAMES = 60
 
 
@@ -145,9 +146,27 @@ class Authenticator:
         self.pipeline = pipeline
         self.gallery = gallery
         self.match_calls = 0  # how often recognition ran: tests prove spoofs never get there
+
         self._calls_lock = threading.Lock()
         self.verify_failures = FailureLimiter(settings.verify_failures,
                                               settings.verify_failure_window_s)
+        # A worker process computes a session's template while its last liveness frames are
+        # analysed (AuthSession.feed); matching still waits for the live verdict.
+        self._encoder = TemplateEncoder() if settings.prefetch_template else None
+        self._encoding = threading.Semaphore(1)
+
+    def prefetch(self, face: Face) -> Future | None:
+        """The template of ``face`` computing on the spare thread, or None when it is busy
+        (another session's): under load nothing queues up, the decision encodes itself."""
+        if self._encoder is None or not self._encoding.acquire(blocking=False):
+            return None
+        future = self._encoder.submit(face)
+        future.add_done_callback(lambda _: self._encoding.release())
+        return future
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()
 
     def start(self, config: SessionConfig, key_id: str = "") -> AuthSession:
         """A session for one stream. A VERIFY claim is not looked up now: an unknown id and a
@@ -167,10 +186,14 @@ class Authenticator:
                                 self.settings.challenge_kinds)
         return AuthSession(self, dataclasses.replace(config, challenges=order), key_id=key_id)
 
-    def template(self, faces: list[Face]) -> tuple[np.ndarray | None, int]:
-        """The mean template of ``faces`` (recognition: runs only on live sessions)."""
+    def template(self, faces: list[Face], ready: np.ndarray | None = None
+                 ) -> tuple[np.ndarray | None, int]:
+        """The mean template of ``faces``, or the one computed ahead (``ready``, of a judged
+        face); recognition: runs only on live sessions."""
         with self._calls_lock:  # streams run on several threads
             self.match_calls += 1
+        if ready is not None:
+            return ready, 1
         return mean_template(faces)
 
     def match(self, mode: str, claimed: str, template: np.ndarray) -> MatchResult | None:
@@ -226,7 +249,7 @@ class AuthSession:
     """One Authenticate stream. Feed frames with :meth:`on_frame`; :meth:`finish` at the end."""
 
     def __init__(self, auth: Authenticator, config: SessionConfig,
-                 template_frames: int = TEMPLATE_FRAMES, key_id: str = "",
+                 template_frames: int | None = None, key_id: str = "",
                  interactive: bool = True) -> None:
         s = auth.settings
         self.auth = auth
@@ -237,7 +260,13 @@ class AuthSession:
         # A stream that cannot show prompts (Enroll) is never stepped up to a challenge.
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms,
                                               step_up=interactive)
-        self.best = _BestFaces(template_frames, auth.pipeline.window)
+        self.best = _BestFaces(s.match_frames if template_frames is None else template_frames,
+                               auth.pipeline.window)
+        # The first good face's template, computed while liveness goes on (match_frames 1,
+        # a mode that matches); used only if that face is among the judged frames.
+        self._ahead: tuple[Face, Future] | None = None
+        self._prefetch = (s.prefetch_template and self.best.k == 1 and interactive
+                          and config.mode in ("IDENTIFY", "VERIFY"))
         self.frames_received = 0
         self.frames_skipped = 0  # frames the transport dropped in realtime sessions
         self.decision: Decision | None = None
@@ -277,8 +306,13 @@ class AuthSession:
         step = self.liveness.step(frame, self._now_ms(timestamp_ms, received))
         self.frames_received += 1
         self._ready = step.ready
-        if step.analysis.face is not None and self.best.k:
-            self.best.add(step.analysis.face)
+        face = step.analysis.face
+        if face is not None and self.best.k:
+            self.best.add(face)
+            if self._prefetch and self._ahead is None and face.detection_score >= 0.95:
+                future = self.auth.prefetch(face)
+                if future is not None:
+                    self._ahead = (face, future)
         return [step.analysis] if step.prompt is None else [step.analysis, step.prompt]
 
     def on_frame(self, frame: np.ndarray, timestamp_ms: float = 0.0, skipped: int = 0,
@@ -348,12 +382,25 @@ class AuthSession:
                          if c.name.startswith("challenge_") and not c.passed)
         return PUBLIC_REASONS.get(outcome, ())
 
+    def _template_ahead(self) -> np.ndarray | None:
+        """The template computed ahead, when its face is a judged frame about as good as the
+        best one (at least 0.8 of its detection score x size); else None."""
+        if self._ahead is None:
+            return None
+        face, future = self._ahead
+        best = self.best.faces
+        if not best or not any(f is face for f in self.best.recent) or \
+                _quality(face) < 0.8 * _quality(best[0]):
+            future.cancel()
+            return None
+        return future.result()
+
     def _recognise(self) -> tuple[str, MatchResult | None, tuple[str, ...]]:
         """(outcome, the match only when it is one, reasons) for a live session. Nothing
         about the nearest non-matching subject leaves here; a VERIFY claim of an unknown id
         is a mismatch, after the same work as a known one."""
         mode, claimed = self.config.mode, self.config.claimed_subject_id
-        template, _ = self.auth.template(self.best.faces)
+        template, _ = self.auth.template(self.best.faces, self._template_ahead())
         if template is None:
             return ("REJECTED_CLAIM_MISMATCH" if mode == "VERIFY" else "REJECTED_UNKNOWN",
                     None, ("face could not be encoded",))

@@ -93,7 +93,19 @@ class Settings:
     # Within a stream the face is tracked (searched for near where it was) and the whole frame
     # searched every this many frames; 1 searches every frame (bench/pipeline_latency.py).
     redetect_every: int = 10
+    # Per-frame checks that only report (not required, not a fusion input) are measured on
+    # every this-many-th frame: their CPU goes to the checks that decide (1: every frame).
+    reported_every: int = 2
     enroll_frames: int = 5
+    # Faces encoded for a match: the best of the judged window (the template encoder costs
+    # ~170 ms a face on 2 cores, most of an identify decision). One photo's template is what
+    # bench/match_threshold.py measures the 0.4 threshold on; 3 averages three.
+    match_frames: int = 1
+    # With match_frames 1: a matching session's first good face (detection score >= 0.95)
+    # is encoded on a spare thread while its last liveness frames are analysed; the match
+    # itself waits for the live verdict, and the template is dropped unless that face is
+    # among the judged frames (bench/throughput.py measures the saving).
+    prefetch_template: bool = True
     allow_unverified_enrollment: bool = False
 
     @classmethod

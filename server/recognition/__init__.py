@@ -3,7 +3,8 @@ the gallery that stores templates (SQLite). Runs only after a live verdict."""
 
 from facegate.server.recognition.gallery import Gallery, validate_subject_id
 from facegate.server.recognition.matcher import TEMPLATE_DIM, Matcher, MatchResult, Subject
-from facegate.server.recognition.templates import face_template, mean_template
+from facegate.server.recognition.templates import TemplateEncoder, face_template, mean_template
 
-__all__ = ["TEMPLATE_DIM", "Gallery", "MatchResult", "Matcher", "Subject", "face_template",
+__all__ = ["TEMPLATE_DIM", "Gallery", "MatchResult", "Matcher", "Subject", "TemplateEncoder",
+           "face_template",
            "mean_template", "validate_subject_id"]
