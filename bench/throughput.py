@@ -15,7 +15,8 @@ server on loopback, models loaded, a fresh SQLite gallery with the hm_apfol pers
 Measured for each: the identify decision (frames of the live clip sent as fast as the server
 takes them; client wall time from the first frame to the Decision, and the Decision's own
 recognition_ms), and ``--streams`` camera-paced realtime liveness streams at 30 frames/s for
-4 s (bench/concurrency.py's ``run_realtime``): analysed frames/s per stream, errors.
+4 s (bench/concurrency.py's ``run_realtime``, the cameras in another process), three rounds:
+analysed frames/s per stream of the median round, errors over all three.
 Targets (issue 14): identify p50 <= 0.45 s; 8 streams >= 8 analysed frames/s each, 0 errors.
 """
 
@@ -101,8 +102,11 @@ def measure(name: str, config: dict, repeats: int, streams: int, clip: Path) -> 
             # The cameras are another process (as gates are other machines): their gRPC
             # threads do not share the server's interpreter lock.
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-                realtime = ex.submit(cameras, f"127.0.0.1:{running.port}", str(clip),
-                                     streams).result()
+                rounds = [ex.submit(cameras, f"127.0.0.1:{running.port}", str(clip),
+                                    streams).result() for _ in range(3)]
+            # The median round by total analysed rate (this machine moves by +-20%).
+            realtime = sorted(rounds, key=lambda r: r["analysed_fps_total"])[1]
+            realtime["errors"] = sum(r["errors"] for r in rounds)
         finally:
             running.stop(0)
     row = {"config": name, **config,
@@ -133,7 +137,8 @@ def main() -> None:
           f"`python bench/throughput.py`; {os.cpu_count()} cores, one server at a time on "
           "loopback, the bench's clients on the same cores. Identify: the hm_apfol live clip "
           f"(640x480), {args.repeats} sessions, client wall time to the Decision. Realtime: "
-          f"{args.streams} camera-paced liveness streams at 30 frames/s for 4 s. Targets: "
+          f"{args.streams} camera-paced liveness streams at 30 frames/s for 4 s, median of 3 "
+          "rounds, the cameras in another process. Targets: "
           "identify p50 <= 450 ms; 8 streams >= 8 analysed frames/s each.", "",
           "| path | PRelu | reported_every | match_frames | prefetch | identify p50 ms | "
           "max ms | recognition p50 ms | fps per stream | fps total | errors |",

@@ -152,7 +152,7 @@ class Authenticator:
                                               settings.verify_failure_window_s)
         # A worker process computes a session's template while its last liveness frames are
         # analysed (AuthSession.feed); matching still waits for the live verdict.
-        self._encoder = TemplateEncoder() if settings.prefetch_template else None
+        self._encoder = TemplateEncoder().start() if settings.prefetch_template else None
         self._encoding = threading.Semaphore(1)
 
     def prefetch(self, face: Face) -> Future | None:

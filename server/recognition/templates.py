@@ -46,6 +46,12 @@ class TemplateEncoder:
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(
             "spawn"), initializer=_warm)
 
+    def start(self, timeout: float = 300.0) -> TemplateEncoder:
+        """Start the workers now (dlib's models load in each, seconds), so that the first
+        session does not wait for them."""
+        self._pool.submit(_warm).result(timeout)
+        return self
+
     def submit(self, face: Face) -> Future:
         return self._pool.submit(encode, face.frame, face.location())
 
