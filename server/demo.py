@@ -115,8 +115,10 @@ def _carry_forward(states: list[FrameState]) -> None:
     for s in states:
         if s.box is None and prev.box is not None:
             s.box = prev.box
-        if not s.checks:
-            s.checks = prev.checks
+        # A check measured on every other frame (reported only) keeps its last score.
+        merged = {c[0]: c for c in prev.checks}
+        merged.update({c[0]: c for c in s.checks})
+        s.checks = list(merged.values())
         if not s.prompt:
             s.prompt = prev.prompt
         prev = s
