@@ -63,15 +63,30 @@ class AsyncFaceGateClient:
                      claim: str | None = None, challenges: Iterable[str] = (), **config: Any
                      ) -> AsyncIterator[pb.AuthResponse]:
         cfg = M.session_config(mode, claim, challenges, **config)
-        call = self._stub.Authenticate(M.requests_for(pb.AuthRequest, cfg, frames),
-                                       timeout=self.timeout, metadata=self.metadata)
+        if not hasattr(frames, "__aiter__"):
+            call = self._stub.Authenticate(M.auth_requests(cfg, frames),  # type: ignore[arg-type]
+                                           timeout=self.timeout, metadata=self.metadata)
+            try:
+                async for resp in call:
+                    yield resp
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+            finally:
+                call.cancel()  # decided, or the caller stopped reading: end the call
+            return
+        call = self._stub.Authenticate(timeout=self.timeout, metadata=self.metadata)
+        writer = asyncio.ensure_future(_pump(call, pb.AuthRequest, cfg, frames))
         try:
-            async for resp in call:
+            while True:
+                resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    break
                 yield resp
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
-            call.cancel()  # decided, or the caller stopped reading: end the call
+            call.cancel()
+            await _finish(writer)
 
     async def authenticate(self, frames: Iterable[FrameLike], mode: str = "identify",
                            claim: str | None = None, challenges: Iterable[str] = (),
@@ -94,8 +109,16 @@ class AsyncFaceGateClient:
         cfg = pb.EnrollConfig(subject_id=subject_id, display_name=display_name, replace=replace,
                               skip_liveness=skip_liveness)
         try:
-            resp = await self._stub.Enroll(M.requests_for(pb.EnrollRequest, cfg, frames),
-                                           timeout=self.timeout, metadata=self.metadata)
+            if hasattr(frames, "__aiter__"):
+                call = self._stub.Enroll(timeout=self.timeout, metadata=self.metadata)
+                writer = asyncio.ensure_future(_pump(call, pb.EnrollRequest, cfg, frames))
+                try:
+                    resp = await call
+                finally:
+                    await _finish(writer)
+            else:
+                resp = await self._stub.Enroll(M.enroll_requests(cfg, frames),  # type: ignore
+                                               timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         return M.enroll_result(resp)
@@ -116,3 +139,31 @@ class AsyncFaceGateClient:
 
     async def delete_subject(self, subject_id: str) -> None:
         await self._call(self._stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject_id))
+
+
+async def _pump(call, make, config, frames: AsyncIterable[FrameLike]) -> None:
+    """Write the config, then every frame of an async source, with the call's own write API:
+    a call the server has already ended (an invalid config, a decision) stops the writing,
+    and the status the client sees is the server's, never an error of the request side. A
+    frame source that fails cancels the call and is raised by :func:`_finish`."""
+    try:
+        await call.write(make(config=config))
+        async for f in frames:
+            await call.write(make(frame=M.to_frame(f)))
+        await call.done_writing()
+    except (grpc.RpcError, asyncio.InvalidStateError):
+        return  # the call is over; its status is read on the other side
+    except Exception:
+        call.cancel()
+        raise
+
+
+async def _finish(writer: asyncio.Future) -> None:
+    """Wait for the writer; re-raise a frame source's own failure."""
+    if not writer.done():
+        writer.cancel()
+    try:
+        await writer
+    except asyncio.CancelledError:
+        pass
+

@@ -121,7 +121,7 @@ def test_gateway_reports_bad_input_as_an_error_message(gateway):
         ws.send(json.dumps({"action": "authenticate", "mode": "verify"}))  # no claim
         ws.send(b"\xff\xd8 not a jpeg")
         reply = json.loads(ws.recv(timeout=60))
-    assert reply["type"] == "error" and reply["code"] == "INVALID_ARGUMENT"
+    assert reply["type"] == "error" and reply["code"] == "INVALID_ARGUMENT", reply
     assert "claimed_subject_id" in reply["message"]
 
 
