@@ -121,3 +121,22 @@ def test_pretrained_checks_separate_nuaa_prints_on_full_frames(nuaa):
         live = check.predict_crops(np.stack([check.crop(f) for f in nuaa["live"]]))
         spoof = check.predict_crops(np.stack([check.crop(f) for f in nuaa["spoof"]]))
         assert np.median(live) > 0.5 > np.max(spoof), (name, live, spoof)
+
+
+@pytest.mark.slow
+def test_fine_tuning_minifas_smoke():
+    """training/finetune_minifas: a few steps from the published weights on real context
+    crops of both classes; the model changes and still scores in [0, 1]."""
+    from facegate.liveness.evaluate import crop_check
+    from training.finetune_minifas import fine_tune, predict
+
+    det, check = FaceDetector(), crop_check("minifas_v2")
+    crops = {}
+    for label, folder in ((1, "live"), (0, "spoof")):
+        paths = sorted((NUAA / folder).rglob("*.jpg"))[:4]
+        crops[label] = np.stack([check.crop(det.detect(load_image(str(p)))[0]) for p in paths])
+    before = check.predict_crops(crops[1])
+    model = fine_tune([(crops[0], 0), (crops[1], 1)], steps=3, seed=0, batch=8)
+    after = predict(model, crops[1])
+    assert after.shape == before.shape and ((after >= 0) & (after <= 1)).all()
+    assert not np.allclose(after, before, atol=1e-4)
