@@ -30,7 +30,7 @@ from training.common import WEIGHTS_OUT, mean_group_acer_threshold
 from training.fusion_fit import load_oof
 
 CANDIDATES = ("spoof_cue", "texture_cnn", "iqa_lda", "minifas_v2", "minifas_v1se",
-              "celeba_minifas")
+              "celeba_minifas", "minifas_v2_ft")
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 TARGET_BPCER = 0.05
 # Step-up: at most this share of live faces gets a challenge (the friction the band may cost).
