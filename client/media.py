@@ -15,19 +15,39 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
-                 max_side: int = 640) -> Iterator[pb.Frame]:
-    """JPEG-encoded frames of a video, with timestamps from its frame rate."""
+def _cv2():
     try:
         import cv2
     except ImportError as e:  # the base install has no opencv
         raise RuntimeError("reading videos needs opencv: pip install 'facegate[video]'") from e
-    cap = cv2.VideoCapture(str(path))
+    return cv2
+
+
+def _fit(bgr, max_side: int):
+    """``bgr`` shrunk so its longer side is at most ``max_side`` (INTER_AREA)."""
+    cv2 = _cv2()
+    h, w = bgr.shape[:2]
+    if max(h, w) <= max_side:
+        return bgr
+    s = max_side / max(h, w)
+    return cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def video_rate(cap) -> float:
+    """An opened capture's frame rate (25 when it reports none or nonsense: webm often says
+    1000)."""
+    fps = cap.get(_cv2().CAP_PROP_FPS) or 25.0
+    return fps if 1.0 <= fps <= 240.0 else 25.0
+
+
+def video_bgr(path: str | Path, max_frames: int = 0, every: int = 1, max_side: int = 640
+              ) -> Iterator[tuple[object, int]]:
+    """(BGR frame, timestamp ms) of every ``every``-th frame of a video, at most
+    ``max_side`` px, timestamps from its frame rate."""
+    cap = _cv2().VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    if not 1.0 <= fps <= 240.0:  # webm often reports 1000
-        fps = 25.0
+    fps = video_rate(cap)
     i = sent = 0
     try:
         while True:
@@ -35,19 +55,22 @@ def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
             if not ok:
                 break
             if i % every == 0:
-                h, w = bgr.shape[:2]
-                if max(h, w) > max_side:
-                    s = max_side / max(h, w)
-                    bgr = cv2.resize(bgr, (round(w * s), round(h * s)),
-                                     interpolation=cv2.INTER_AREA)
-                ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                yield pb.Frame(encoded=buf.tobytes(), timestamp_ms=int(1 + i * 1000.0 / fps))
+                yield _fit(bgr, max_side), int(1 + i * 1000.0 / fps)
                 sent += 1
                 if max_frames and sent >= max_frames:
                     break
             i += 1
     finally:
         cap.release()
+
+
+def video_frames(path: str | Path, max_frames: int = 0, every: int = 1,
+                 max_side: int = 640) -> Iterator[pb.Frame]:
+    """JPEG-encoded frames of a video, with timestamps from its frame rate."""
+    cv2 = _cv2()
+    for bgr, ts in video_bgr(path, max_frames, every, max_side):
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        yield pb.Frame(encoded=buf.tobytes(), timestamp_ms=ts)
 
 
 def camera_frames(device: int | str = 0, max_seconds: float = 0.0, max_side: int = 640
@@ -57,10 +80,7 @@ def camera_frames(device: int | str = 0, max_seconds: float = 0.0, max_side: int
     ``realtime=True``: the server judges the newest frame and skips what it has no time for."""
     import time
 
-    try:
-        import cv2
-    except ImportError as e:
-        raise RuntimeError("cameras need opencv: pip install 'facegate[video]'") from e
+    cv2 = _cv2()
     cap = cv2.VideoCapture(device)
     if not cap.isOpened():
         raise ValueError(f"cannot open camera {device!r}")
@@ -70,11 +90,7 @@ def camera_frames(device: int | str = 0, max_seconds: float = 0.0, max_side: int
             ok, bgr = cap.read()
             if not ok:
                 break
-            h, w = bgr.shape[:2]
-            if max(h, w) > max_side:
-                s = max_side / max(h, w)
-                bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ok, buf = cv2.imencode(".jpg", _fit(bgr, max_side), [cv2.IMWRITE_JPEG_QUALITY, 90])
             yield pb.Frame(encoded=buf.tobytes(),
                            timestamp_ms=int(1 + (time.monotonic() - t0) * 1000))
     finally:

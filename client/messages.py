@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -139,24 +139,6 @@ def enroll_requests(config: pb.EnrollConfig, frames: Iterable[FrameLike]
     for f in frames:
         yield pb.EnrollRequest(frame=to_frame(f))
 
-
-async def aiter_requests(make: Any, config: Any, frames: AsyncIterable[FrameLike]
-                         ) -> AsyncIterator[Any]:
-    """``auth_requests`` / ``enroll_requests`` over an async frame source (a camera feed
-    arriving on an event loop): ``make(config=...)`` first, then ``make(frame=...)``."""
-    yield make(config=config)
-    async for f in frames:
-        yield make(frame=to_frame(f))
-
-
-def requests_for(make: Any, config: Any, frames: Iterable[FrameLike] | AsyncIterable[FrameLike]
-                 ) -> Iterator[Any] | AsyncIterator[Any]:
-    """The request stream for a sync or an async frame source."""
-    if hasattr(frames, "__aiter__"):
-        return aiter_requests(make, config, frames)  # type: ignore[arg-type]
-    if make is pb.AuthRequest:
-        return auth_requests(config, frames)  # type: ignore[arg-type]
-    return enroll_requests(config, frames)  # type: ignore[arg-type]
 
 
 def decision(msg: pb.Decision, events: tuple = ()) -> Decision:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from facegate.client import FaceGateClient
+from facegate.client.media import video_bgr, video_rate
 from facegate.client.v1 import facegate_pb2 as pb
 
 GREEN, RED, AMBER, WHITE, GREY = (60, 180, 75), (40, 40, 220), (0, 170, 255), (255,) * 3, \
@@ -48,26 +49,9 @@ def read_clip(path: str | Path, every: int = 1, max_side: int = 640,
               max_frames: int = 0) -> tuple[list[np.ndarray], float]:
     """BGR frames of a clip (every ``every``-th, at most ``max_side`` px) and their rate."""
     cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"cannot open video {path}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    if not 1.0 <= fps <= 240.0:  # webm often reports 1000
-        fps = 25.0
-    frames, i = [], 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if i % every == 0:
-            h, w = bgr.shape[:2]
-            if max(h, w) > max_side:
-                s = max_side / max(h, w)
-                bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-            frames.append(bgr)
-            if max_frames and len(frames) >= max_frames:
-                break
-        i += 1
+    fps = video_rate(cap) if cap.isOpened() else 25.0
     cap.release()
+    frames = [bgr for bgr, _ in video_bgr(path, max_frames, every, max_side)]
     if not frames:
         raise ValueError(f"no frames in {path}")
     return frames, fps / every
