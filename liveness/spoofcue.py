@@ -19,6 +19,7 @@ in minutes; 224 px would take hours per fold here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +34,7 @@ from facegate.liveness.runtime import inference_module
 from facegate.liveness.texture import to_tensor
 
 if TYPE_CHECKING:
+    from facegate.liveness.types import Face
     from facegate.weights import WeightsEntry
 
 CUE_INPUT_SIZE = 64
@@ -57,9 +59,10 @@ class _Up(nn.Module):
         super().__init__()
         self.body = nn.Sequential(_conv_bn_relu(cin + skip, cout), _conv_bn_relu(cout, cout))
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, use_skip: bool = True
+                ) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.body(torch.cat([x, skip], 1))
+        return self.body(torch.cat([x, skip], 1) if use_skip else x)
 
 
 class SpoofCueGenerator(nn.Module):
@@ -128,7 +131,7 @@ class SpoofCueCheck(CropCheck):
     threshold override at run time moves the operating point off the calibrated one.
     """
 
-    default_weights = "spoof_cue"
+    color = "RGB"  # of the crops it takes and the cue maps it draws
 
     def _load(self, e: WeightsEntry, runtime: str) -> None:
         from facegate.weights import load_entry_state
@@ -161,7 +164,7 @@ class SpoofCueCheck(CropCheck):
 
 
 def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float,
-               gain: float = 1.0, size: int = 192) -> np.ndarray:
+               gain: float = 1.0, size: int = 192, color: str = "RGB") -> np.ndarray:
     """One BGR picture: the face, |cue| as a heat map, the signed cue, and the verdict.
 
     The heat map saturates at five times the magnitude the threshold allows, so a live face
@@ -169,14 +172,15 @@ def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float
     """
     import cv2
 
-    face = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), (size, size),
-                      interpolation=cv2.INTER_AREA)
+    if color == "RGB":  # the picture is BGR, as cv2 writes it; so are BGR crops and cues
+        crop, cue = crop[..., ::-1], cue[..., ::-1]
+    face = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
     allowed = (1.0 - threshold) / max(gain, 1e-6)  # mean|cue| at the threshold
     mag = np.abs(cue).mean(axis=2) / (5 * max(allowed, 1e-6))
     heat = cv2.applyColorMap((np.clip(mag, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
     heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_NEAREST)
     signed = ((np.clip(cue, -1, 1) * 0.5 + 0.5) * 255).astype(np.uint8)
-    signed = cv2.resize(cv2.cvtColor(signed, cv2.COLOR_RGB2BGR), (size, size),
+    signed = cv2.resize(np.ascontiguousarray(signed), (size, size),
                         interpolation=cv2.INTER_NEAREST)
     for img, label in ((face, "face"), (heat, "|cue|"), (signed, "cue")):
         cv2.putText(img, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
@@ -189,3 +193,122 @@ def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float
     cv2.putText(banner, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                 cv2.LINE_AA)
     return np.concatenate([panel, banner], axis=0)
+
+
+class FASCueGenerator(nn.Module):
+    """A spoof-cue U-Net whose encoder is a MiniFASNet (Silent-Face layout, built from the
+    state dict's ``shapes``), so it can start from the published anti-spoofing weights.
+
+    Input: the MiniFASNet context crop (80x80 BGR, 0-255, as ``minifas_v2`` serves it).
+    The decoder starts from the encoder head's 1x1 expansion (``conv_6_sep``, 5x5: the
+    features the published classifier pools) and upsamples to 10, 20, 40 and 80 px, taking
+    the encoder's skip at the deepest ``skips`` of those sizes (the 80 px one a stem on the
+    input / 255); tanh cue map (N, 3, 80, 80). Fewer skips tie the cue to what the pretrained
+    head knows rather than to raw pixels. ``forward`` returns (cue, embedding, logits): the
+    encoder network's 128-d embedding (for the triplet loss) and its own 3-class head's
+    logits (for training: distillation from the published model keeps what it knew).
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], width: int = 8,
+                 skips: int = 4) -> None:
+        super().__init__()
+        from facegate.liveness.minifasnet import MiniFASNet
+
+        self.encoder = MiniFASNet(shapes)
+        e = self.encoder
+        chans = [e.conv_34.project.conv.out_channels, e.conv_23.project.conv.out_channels,
+                 e.conv1.conv.out_channels, width]
+        w = width
+        self.skips = skips
+        self.full = _conv_bn_relu(3, w) if skips >= 4 else None
+        outs = [8 * w, 4 * w, 2 * w, w]
+        ins = [e.conv_6_sep.conv.out_channels] + outs[:-1]
+        self.dec = nn.ModuleList([_Up(i, c if k < skips else 0, o)
+                                  for k, (i, c, o) in enumerate(zip(ins, chans, outs))])
+        self.head = nn.Conv2d(w, 3, 3, padding=1)
+        # Start from "no cue anywhere": an unfamiliar face is not a spoof by default.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[80 px stem (or the input), 40, 20, 10 px stages, the 5 px head expansion]."""
+        e = self.encoder
+        s1 = e.conv2_dw(e.conv1(x))
+        s2 = e.conv_3(e.conv_23(s1))
+        s3 = e.conv_4(e.conv_34(s2))
+        top = e.conv_6_sep(e.conv_5(e.conv_45(s3)))
+        return [x if self.full is None else self.full(x / 255.0), s1, s2, s3, top]
+
+    def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        h = feats[-1]
+        for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
+            h = up(h, skip, k < self.skips)
+        return torch.tanh(self.head(h))
+
+    def cue(self, x: torch.Tensor) -> torch.Tensor:
+        """The cue map alone (what is served)."""
+        return self._decode(self._encode(x))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self._encode(x)
+        e = self.encoder
+        emb = e.bn(e.linear(e.conv_6_dw(feats[-1]).flatten(1)))
+        return self._decode(feats), emb, e.prob(emb)
+
+
+class FASCueModule(nn.Module):
+    """The cue map alone (what the check runs and exports)."""
+
+    def __init__(self, generator: FASCueGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator.cue(x)
+
+
+class FASCueCheck(SpoofCueCheck):
+    """The spoof cue of :class:`FASCueGenerator` on the MiniFASNet context crop of the full
+    frame (``preprocessing.scale``, 80 px BGR); score 1 - gain * mean|cue| as in
+    :class:`SpoofCueCheck`."""
+
+    default_weights = "spoof_cue"
+    needs_frame = True
+    color = "BGR"
+    kind = "silentface"  # the context crop (evaluation caches crops by kind and scale)
+
+    def _load(self, e: WeightsEntry, runtime: str) -> None:
+        from facegate.weights import load_entry_state
+
+        state = load_entry_state(e)
+        self.gain = float(e.extra.get("cue_gain", 1.0))
+        self.crop_scale = float(e.preprocessing["scale"])
+        kwargs = e.extra.get("arch_kwargs", {})
+        shapes = {k.removeprefix("encoder."): tuple(v.shape) for k, v in state.items()
+                  if k.startswith("encoder.")}
+        generator = FASCueGenerator(shapes, **kwargs)
+        generator.load_state_dict(state)
+        self.generator = inference_module(
+            FASCueModule(generator.eval()),
+            torch.zeros(1, 3, self.input_size, self.input_size), runtime)
+
+    def crop(self, face: Face) -> np.ndarray:
+        from facegate.liveness.minifasnet import silentface_crop
+
+        return silentface_crop(face.frame, face.box, self.crop_scale, self.input_size)
+
+    def _cues(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2),
+                                                  dtype=np.float32))
+        with torch.inference_mode():
+            return torch.as_tensor(np.asarray(self.generator(x)))
+
+    def cue_maps(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 80, 80, 3) float32 cue maps (BGR order) for context crops from :meth:`crop`."""
+        return self._cues(crops).permute(0, 2, 3, 1).numpy()
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Spoof-cue scores in [0, 1] for (N, 80, 80, 3) uint8 BGR context crops."""
+        if not len(crops):
+            return np.zeros(0)
+        return cue_score(cue_magnitude(self._cues(crops)).numpy(), self.gain)

@@ -215,6 +215,7 @@ def cmd_eval(args) -> int:
 def cmd_cue(args) -> int:
     import cv2
 
+    from facegate.liveness.checks import build_check
     from facegate.liveness.detect import FaceDetector, load_image
     from facegate.liveness.spoofcue import SpoofCueCheck, render_cue
 
@@ -223,7 +224,9 @@ def cmd_cue(args) -> int:
     if not faces:
         print(json.dumps({"input": args.image, "faces": 0, "error": "no face found"}))
         return 2
-    check = SpoofCueCheck(args.model)
+    check = build_check(args.model)
+    if not isinstance(check, SpoofCueCheck):
+        raise SystemExit(f"--model {args.model}: not a spoof-cue model")
     if args.threshold is not None:
         check.threshold = args.threshold
     crop = check.crop(faces[0])
@@ -232,7 +235,8 @@ def cmd_cue(args) -> int:
     out = {"input": args.image, "faces": len(faces), "score": round(score, 4),
            "threshold": check.threshold, "live": score >= check.threshold}
     if args.out:
-        picture = render_cue(crop, cue, score, check.threshold, check.gain)
+        picture = render_cue(crop, cue, score, check.threshold, check.gain,
+                             color=check.color)
         if not cv2.imwrite(args.out, picture):
             raise OSError(f"could not write {args.out}")
         out["out"] = args.out

@@ -21,7 +21,7 @@ MODELS = DATA.parent / "models"
 NUAA = DATA / "pad" / "nuaa"
 
 
-def _faces(label: str, n: int = 6):
+def nuaa_faces(label: str, n: int = 6):
     det = FaceDetector()
     paths = sorted((NUAA / label).rglob("*.jpg"))[::211][:n]
     return [det.detect(load_image(str(p)))[0] for p in paths]
@@ -29,12 +29,12 @@ def _faces(label: str, n: int = 6):
 
 @pytest.fixture(scope="module")
 def nuaa():
-    return {"live": _faces("live"), "spoof": _faces("spoof")}
+    return {"live": nuaa_faces("live"), "spoof": nuaa_faces("spoof")}
 
 
-def _reference_silentface(face, pth: Path, scale: float) -> float:
-    """Silent-Face's own recipe: box (x, y, w, h) scaled about its centre, the scale capped by
-    the image, shifted inside it, inclusive crop, cv2.resize to 80, BGR 0-255, softmax[1]."""
+def reference_silentface_crop(face, scale: float) -> np.ndarray:
+    """Silent-Face's own crop: box (x, y, w, h) scaled about its centre, the scale capped by
+    the image, shifted inside it, inclusive crop, cv2.resize to 80, BGR."""
     img = cv2.cvtColor(face.frame, cv2.COLOR_RGB2BGR)
     src_h, src_w = img.shape[:2]
     x, y = face.box[0], face.box[1]
@@ -55,7 +55,12 @@ def _reference_silentface(face, pth: Path, scale: float) -> float:
     if y1 > src_h - 1:
         y0 -= y1 - src_h + 1
         y1 = src_h - 1
-    crop = cv2.resize(img[int(y0):int(y1) + 1, int(x0):int(x1) + 1], (80, 80))
+    return cv2.resize(img[int(y0):int(y1) + 1, int(x0):int(x1) + 1], (80, 80))
+
+
+def _reference_silentface(face, pth: Path, scale: float) -> float:
+    """Silent-Face's recipe: its crop, BGR 0-255, softmax[1] of the published network."""
+    crop = reference_silentface_crop(face, scale)
     state = {k.removeprefix("module."): v
              for k, v in torch.load(pth, weights_only=True, map_location="cpu").items()}
     net = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})

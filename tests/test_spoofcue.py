@@ -1,5 +1,7 @@
-"""The spoof-cue generator: architecture, score, calibration, committed weights on real
-faces, the cue picture, and a few real training steps."""
+"""The spoof-cue generators: the shipped one on a pretrained MiniFASNet encoder
+(``spoof_cue``) and the from-scratch baseline's code; score, calibration, the committed
+weights on real faces against a reference written here, the cue picture, and a few real
+training steps of each trainer."""
 
 from __future__ import annotations
 
@@ -12,10 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from facegate.liveness.spoofcue import SpoofCueCheck, SpoofCueNet, cue_score
+from facegate.liveness.checks import build_check
+from facegate.liveness.spoofcue import (
+    FASCueCheck,
+    FASCueGenerator,
+    SpoofCueCheck,
+    SpoofCueNet,
+    cue_score,
+)
+from facegate.weights import entry, load_entry_state
 from training.train_spoofcue import OPERATING_POINT, batch_hard_triplet, calibrate_gain
 
 from .conftest import IDENTITY, VIDEOS
+from .test_pretrained import nuaa_faces, reference_silentface_crop
 
 
 def test_generator_shapes_and_range():
@@ -48,45 +59,89 @@ def test_triplet_loss():
     assert batch_hard_triplet(mixed, y, 0.5) > 0.5
 
 
+def test_pretrained_encoder_generator_shapes_and_start():
+    state = load_entry_state(entry("minifas_v2"))
+    gen = FASCueGenerator({k: tuple(v.shape) for k, v in state.items()}, width=8, skips=0)
+    gen.encoder.load_state_dict(state)
+    gen.eval()
+    x = torch.rand(2, 3, 80, 80) * 255
+    with torch.no_grad():
+        cue, emb, logits = gen(x)
+        published = gen.encoder(x)
+    assert cue.shape == x.shape and emb.shape == (2, 128) and logits.shape == (2, 3)
+    assert float(cue.abs().max()) == 0.0  # zero-initialised head: no cue before training
+    assert torch.allclose(logits, published, atol=1e-4)  # the head is the published network
+
+
 @pytest.fixture(scope="module")
 def check():
-    return SpoofCueCheck()
+    return build_check("spoof_cue")
 
 
 def test_committed_weights_are_registered(check):
     e = check.entry
-    assert e.input_size == 64 and e.threshold == OPERATING_POINT and check.gain > 0
-    assert e.preprocessing["norm"] == "per_image"
-    assert "research-grade" in e.license
-    assert {"loso_mean_acer_at_0.96", "pooled_test"} <= e.metrics.keys()
+    assert isinstance(check, FASCueCheck) and check.needs_frame
+    assert e.input_size == 80 and e.threshold == OPERATING_POINT and check.gain > 0
+    assert e.preprocessing["crop"] == "silentface" and e.preprocessing["scale"] == 2.7
+    assert "research-grade" in e.license and "Apache-2.0" in e.license
+    assert {"loso_nested_mean_acer_at_0.96", "loso_collapsed_folds"} <= e.metrics.keys()
+    assert e.metrics["loso_collapsed_folds"] == []
 
 
-def _video_crops(path, every=10, limit=12):
-    from facegate.liveness.detect import FaceDetector, face_crop
+def _reference_cue_scores(faces, e) -> np.ndarray:
+    """The score written out here: Silent-Face's crop (test_pretrained), the fp16 weights in
+    torch, 1 - gain * mean|cue|."""
+    state = {k: v.float() for k, v in load_entry_state(e).items()}
+    shapes = {k.removeprefix("encoder."): tuple(v.shape) for k, v in state.items()
+              if k.startswith("encoder.")}
+    gen = FASCueGenerator(shapes, **e.extra["arch_kwargs"])
+    gen.load_state_dict(state)
+    gen.eval()
+    x = np.stack([reference_silentface_crop(f, e.preprocessing["scale"]) for f in faces])
+    with torch.no_grad():
+        cue = gen.cue(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))
+    m = cue.abs().flatten(1).mean(1).numpy()
+    return np.clip(1 - e.extra["cue_gain"] * m, 0, 1)
 
-    det, crops = FaceDetector(), []
+
+def test_served_scores_match_the_reference_on_nuaa(check):
+    faces = nuaa_faces("live", 4) + nuaa_faces("spoof", 4)
+    ours = check.predict_crops(np.stack([check.crop(f) for f in faces]))
+    assert np.allclose(ours, _reference_cue_scores(faces, check.entry), atol=1e-3)
+    assert ((ours >= 0) & (ours <= 1)).all()
+
+
+def _video_faces(path, every=10, limit=12):
+    from facegate.liveness.detect import FaceDetector
+
+    det, faces = FaceDetector(), []
     cap = cv2.VideoCapture(str(path))
     i = 0
-    while len(crops) < limit:
+    while len(faces) < limit:
         ok, bgr = cap.read()
         if not ok:
             break
         i += 1
         if i % every:
             continue
-        faces = det.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        if faces:
-            crops.append(face_crop(faces[0], 112))
-    return np.stack(crops)
+        found = det.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if found:
+            faces.append(found[0])
+    return faces
 
 
 def test_live_clip_scores_above_its_replay(check):
-    live = check.predict_crops(_video_crops(VIDEOS / "hm_apfol" / "live" / "real2.webm"))
-    spoof = check.predict_crops(_video_crops(VIDEOS / "hm_apfol" / "spoof" / "fake2.webm"))
+    def scores(path, limit=12):
+        return check.predict_crops(np.stack([check.crop(f)
+                                             for f in _video_faces(path, limit=limit)]))
+
+    live = scores(VIDEOS / "hm_apfol" / "live" / "real2.webm")
+    spoof = scores(VIDEOS / "hm_apfol" / "spoof" / "fake2.webm")
     assert np.all((live >= 0) & (live <= 1)) and np.all((spoof >= 0) & (spoof <= 1))
     assert np.median(live) > np.median(spoof)
-    maps = check.cue_maps(_video_crops(VIDEOS / "hm_apfol" / "spoof" / "fake2.webm", limit=2))
-    assert maps.shape == (2, 64, 64, 3) and np.abs(maps).max() <= 1.0
+    faces = _video_faces(VIDEOS / "hm_apfol" / "spoof" / "fake2.webm", limit=2)
+    maps = check.cue_maps(np.stack([check.crop(f) for f in faces]))
+    assert maps.shape == (2, 80, 80, 3) and np.abs(maps).max() <= 1.0
 
 
 def test_cue_command_writes_the_picture(tmp_path):
@@ -108,8 +163,9 @@ def test_cue_command_writes_the_picture(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_smoke(tmp_path):
-    """A few real steps on one small source, written and loaded like the shipped weights."""
+def test_scratch_training_smoke(tmp_path):
+    """The from-scratch baseline (training/train_spoofcue): a few real steps on one small
+    source, written and loaded like shipped weights."""
     from training import datasets as D
     from training.common import select
     from training.train_spoofcue import CueConfig, train, write_weights
@@ -119,7 +175,21 @@ def test_training_smoke(tmp_path):
     cfg = CueConfig(epochs=1, steps_per_epoch=3, batch_size=16)
     model = train(crops, labels, w, cfg, log=False)
     path = write_weights(model, tmp_path, cfg, 2.5, {"note": "smoke"}, probe=crops[:8])
-    loaded = SpoofCueCheck(registry=tmp_path / "registry.json")
+    loaded = SpoofCueCheck("spoof_cue_scratch", registry=tmp_path / "registry.json")
     s = loaded.predict_crops(crops[:4])
     assert path.exists() and s.shape == (4,) and np.all((s >= 0) & (s <= 1))
     assert loaded.gain == 2.5 and loaded.threshold == OPERATING_POINT
+
+
+@pytest.mark.slow
+def test_pretrained_encoder_training_smoke():
+    """training/train_fascue: a few steps from the published encoder on real context crops of
+    both classes; the cue moves off zero and still scores in [0, 1]."""
+    from training.train_fascue import FASCueConfig, magnitudes, train
+
+    faces = {1: nuaa_faces("live", 4), 0: nuaa_faces("spoof", 4)}
+    check = build_check("minifas_v2")
+    cells = [(np.stack([check.crop(f) for f in faces[c]]), c) for c in (0, 1)]
+    gen = train(cells, FASCueConfig(steps=3, batch_size=8, frozen="all", skips=0))
+    m = magnitudes(gen, cells[0][0])
+    assert m.shape == (4,) and (m > 0).all() and (cue_score(m) <= 1).all()

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training import train_blink, train_eyes, train_spoofcue
+from training import train_blink, train_eyes, train_fascue, train_spoofcue
 from training.common import WEIGHTS_OUT, card_markdown
 from training.train_iqa import IQA_SUMMARY
 from training.train_texture import texture_card
@@ -31,7 +31,8 @@ def render(out: Path) -> dict[str, str]:
     md = {name: texture_card(name, report(name)) for name in ("texture_cnn", "resnet18_texture")}
     md["iqa_lda"] = card_markdown("iqa_lda", report("iqa_lda"), IQA_SUMMARY,
                                   "`python -m training.train_iqa`")
-    md["spoof_cue"] = train_spoofcue.card_markdown(report("spoof_cue"), cards)
+    md["spoof_cue_scratch"] = train_spoofcue.card_markdown(report("spoof_cue_scratch"), cards)
+    md["spoof_cue"] = train_fascue.markdown(report("spoof_cue"), cards)
     md["eye_state"] = train_eyes.card_markdown(registry["eye_state"])
     md["blink"] = train_blink.card_markdown(registry["blink"])
     return md

@@ -53,6 +53,30 @@ def augment(crop: np.ndarray, rng: np.random.Generator, degrade_p: float = 0.5) 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def capture_augment(crop: np.ndarray, rng: np.random.Generator, p: float = 0.3) -> np.ndarray:
+    """:func:`augment`, then what a capture chain or a display adds, each with probability
+    ``p`` and on live and spoof faces alike (so none of them carries the label): a moire
+    grating, screen gamma, a colour cast, defocus blur and sensor noise.
+    """
+    out = augment(crop, rng).astype(np.float32)
+    s = out.shape[0]
+    if rng.random() < p:  # moire: a faint oblique sinusoid, period 2-6 px, as on a screen
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+        a = rng.uniform(0, np.pi)
+        wave = np.sin((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / rng.uniform(2, 6))
+        out += rng.uniform(3, 12) * wave[..., None]
+    if rng.random() < p:  # screen / camera gamma
+        out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** rng.uniform(0.6, 1.6)
+    if rng.random() < p:  # a colour cast (blue screen, warm room light)
+        out += rng.uniform(-20, 20, 3)
+    if rng.random() < p:  # defocus
+        k = int(rng.choice([3, 5]))
+        out = cv2.GaussianBlur(out, (k, k), rng.uniform(0.5, 1.5))
+    if rng.random() < p:  # sensor noise
+        out += rng.normal(0, rng.uniform(2, 8), out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def split_of(sample: D.Sample) -> str:
     if sample.split:
         return sample.split

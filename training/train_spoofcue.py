@@ -1,4 +1,7 @@
-"""Train, calibrate and evaluate the spoof-cue generator on ../shared/data/pad.
+"""Train, calibrate and evaluate the from-scratch spoof-cue generator on ../shared/data/pad:
+the baseline of the shipped one (``training/train_fascue.py``, a U-Net on a pretrained
+MiniFASNet encoder), kept with its card (``cards/spoof_cue_scratch``) to compare against; its
+``final`` registers ``spoof_cue_scratch``, which the package does not ship.
 
     python -m training.train_spoofcue loso       # leave-one-source-out + calibration
     python -m training.train_spoofcue final      # train on all, write weights
@@ -53,7 +56,7 @@ from training.common import (
     write_safetensors,
 )
 
-NAME = "spoof_cue"
+NAME = "spoof_cue_scratch"
 # The card's operating point: the product's spoof-cue threshold, which calibration keeps
 # (it fits the gain so that the chosen point lands here).
 OPERATING_POINT = 0.96
@@ -293,7 +296,7 @@ def collapsed_groups(lo: dict, floor: float = 0.005) -> list[str]:
 def card_markdown(report: dict, cards: Path) -> str:
     """The spoof-cue model card, from its JSON and the baselines' cards beside it."""
     cfg = report.get("config", {})
-    md = ["# Model card: spoof_cue (spoof-cue generator)", "",
+    md = ["# Model card: spoof_cue_scratch (the from-scratch spoof-cue generator, not shipped)", "",
           f"U-Net, ResNet-18 layout encoder (width {cfg.get('width')}: 4 stages x 2 basic "
           "blocks, stride-2 3x3 stem), bilinear decoder with a skip from every stage, tanh cue "
           f"map the size of the {cfg.get('input_size')} px input face. Trained from scratch on "
@@ -343,7 +346,8 @@ def card_markdown(report: dict, cards: Path) -> str:
         md += ["", "Against the plain classifiers of the design's baseline table (same "
                "protocol, each at its own LOSO-calibrated threshold):", "",
                "| model | LOSO mean ACER | pooled EER |", "|---|---|---|",
-               f"| **spoof_cue** | {lo['mean_acer_at_0.96']} | {lo['pooled_eer']} |", *rows, ""]
+               f"| **spoof_cue_scratch** | {lo['mean_acer_at_0.96']} | {lo['pooled_eer']} |",
+               *rows, ""]
     ab = report.get("ablation")
     if ab:
         md += ["## Loss-weight ablation", "",
