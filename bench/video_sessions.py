@@ -29,7 +29,7 @@ def main() -> None:
     from facegate.weights import entry
 
     pipe = LivenessPipeline(decision_frames=args.window)
-    band = float(entry("step_up").extra["band"])
+    band = entry("step_up").extra["band"]
     rows = {}
     for folder in sorted((default_data_root() / "videos").iterdir()):
         ev = evaluate_videos(folder, pipe, args.window, args.every, band=band)
@@ -42,8 +42,8 @@ def main() -> None:
           f"`python bench/video_sessions.py --every {args.every}` (the same as `facegate eval "
           "--data ../shared/data/videos/SOURCE`): the default checks and rule; every window "
           f"of {args.window} face frames is one session.", "",
-          f"Step-up: the sessions within {band} of 0.5 (registry `step_up`) would be asked "
-          "one challenge.", "",
+          f"Step-up: the sessions in the band {band} around 0.5 (registry `step_up`: one "
+          "number for both sides, or [below, above]) would be asked one challenge.", "",
           "| source | clip | label | face frames | sessions | share judged live | first "
           "session live | share stepped up |", "|---|---|---|---|---|---|---|---|"]
     for src, r in rows.items():

@@ -21,10 +21,12 @@ from facegate.liveness.types import Face, LivenessResult
 
 @functools.lru_cache(maxsize=1)
 def default_pipeline():
-    """The server's default checks and rule, loaded once per process."""
+    """The server's default checks and rule, loaded once per process. No challenge can be
+    asked here, so a passive score in the step-up band is not live."""
     from facegate.liveness.pipeline import LivenessPipeline
+    from facegate.weights import entry
 
-    return LivenessPipeline()
+    return LivenessPipeline(step_up_band=entry("step_up").extra["band"])
 
 
 def _rgb(image: np.ndarray, what: str = "image") -> np.ndarray:

@@ -207,12 +207,16 @@ def video_samples(data: str | Path) -> list[tuple[Path, int]]:
 
 
 def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int = 1,
-                    progress: bool = False, band: float | None = None) -> VideoEvaluation:
+                    progress: bool = False, band=None) -> VideoEvaluation:
     """Every clip streamed through one LivenessSession (the face tracked as in a stream),
     then every window of ``window`` face frames judged by a fresh session on those frames,
     the way a server session of that length would judge them (no challenges asked).
-    ``band``: also report the share of sessions a step-up band would challenge."""
+    ``band``: also report the share of sessions a step-up band (a number or (below, above)
+    0.5) would challenge."""
+    from facegate.liveness.fusion import band_edges, in_band
     from facegate.liveness.pipeline import LivenessPipeline
+
+    edges = band_edges(band)
 
     clips = video_samples(data)
     if not clips:
@@ -232,9 +236,9 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
             "sessions": len(windows),
             "live_share": round(float(np.mean(np.array(windows) >= 0.5)), 4) if windows
             else None, "first_session_live": bool(windows[0] >= 0.5) if windows else None}
-        if band is not None and windows:
+        if edges is not None and windows:
             per_clip[clip.name]["step_up_share"] = round(float(np.mean(
-                np.abs(np.array(windows) - 0.5) < band)), 4)
+                [in_band(w, edges) for w in windows])), 4)
         if progress:
             print(clip, per_clip[clip.name], flush=True)
     from facegate.liveness.fusion import FUSED_THRESHOLD

@@ -51,6 +51,22 @@ def calibrated(score: float, threshold: float) -> float:
     return 0.5 * score / t if score < t else 0.5 + 0.5 * (score - t) / (1 - t)
 
 
+def band_edges(band: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """A step-up band as (below, above) 0.5: a number is the same on both sides (registry
+    ``step_up.band``: a number or [below, above])."""
+    if band is None:
+        return None
+    if isinstance(band, (int, float)):
+        return float(band), float(band)
+    below, above = band
+    return float(below), float(above)
+
+
+def in_band(score: float, band: tuple[float, float]) -> bool:
+    """Whether a fused score lies in the step-up band: 0.5 - below <= score < 0.5 + above."""
+    return 0.5 - band[0] <= score < 0.5 + band[1]
+
+
 def weakest(scored: Iterable[tuple[float, float]]) -> float:
     """The fused score of (score, threshold) pairs: the lowest calibrated one."""
     return min(calibrated(s, t) for s, t in scored)

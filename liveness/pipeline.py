@@ -31,7 +31,14 @@ from facegate.liveness.challenges import (
 )
 from facegate.liveness.checks import DEFAULT_CHECKS, Check, Context, FaceSample, build_checks
 from facegate.liveness.detect import FaceDetector, face_crop
-from facegate.liveness.fusion import AllRequiredFusion, Fusion, LearnedFusion, deciding
+from facegate.liveness.fusion import (
+    AllRequiredFusion,
+    Fusion,
+    LearnedFusion,
+    band_edges,
+    deciding,
+    in_band,
+)
 from facegate.liveness.headpose import HeadPose, head_pose, smoothed
 from facegate.liveness.types import Face, LivenessResult
 
@@ -180,10 +187,13 @@ class LivenessPipeline:
     previous frame's face (:meth:`FaceDetector.detect_near`), and the whole frame is searched
     again every this many frames, or whenever the face is lost; 1 searches every frame.
 
-    ``step_up_band``: a session whose passive fused score lies within this of 0.5 when it
-    would decide is asked one random challenge from ``step_up_pool`` instead, and is live
-    when the passive score is at least 0.5 - band, the challenge is answered and planarity
-    (after a head challenge) passes (None: no step-up; the band is registry data,
+    ``step_up_band``: (below, above) 0.5, or one number for both: a session whose passive
+    fused score lies in [0.5 - below, 0.5 + above) when it would decide is asked one random
+    challenge from ``step_up_pool`` instead, and is live when the passive score is at least
+    0.5 - below, the challenge is answered and planarity (after a head challenge) passes. A
+    session in the band that cannot be asked (no pool, an enrolment) is not live: the band
+    is where the passive checks alone do not decide (a client's own challenges settle it).
+    None: no band, the passive verdict at 0.5 stands (the band is registry data,
     ``training/select_rule.py``).
 
     ``reported_every``: per-frame checks that only report (neither required nor a fusion
@@ -203,7 +213,7 @@ class LivenessPipeline:
         redetect_every: int = 10,
         threads: int | None = 1,
         runtime: str = "onnx",
-        step_up_band: float | None = None,
+        step_up_band: float | Sequence[float] | None = None,
         step_up_pool: Sequence[str] = (),
         reported_every: int = 1,
     ) -> None:
@@ -219,7 +229,7 @@ class LivenessPipeline:
         self.redetect_every = max(int(redetect_every), 1)
         self.threads = threads
         self.step_up_pool = tuple(k for k in step_up_pool if k in SUPPORTED)
-        self.step_up_band = step_up_band if self.step_up_pool else None
+        self.step_up_band = band_edges(step_up_band)
         self.bind_thread()
 
     def _fusion(self, fusion: str | Fusion | None) -> Fusion:
@@ -330,9 +340,9 @@ class LivenessSession:
         """Whether the passive verdict sits in the step-up band (only on a session that
         asked no challenge of its own)."""
         band = self.pipeline.step_up_band
-        if band is None or self.challenges:
+        if band is None or self.challenges or not self.pipeline.step_up_pool:
             return False
-        return abs(self.result().score - 0.5) < band
+        return in_band(self.result().score, band)
 
     def _step_up(self) -> None:
         kind, = random_sequence((), 1, self.pipeline.step_up_pool)
@@ -417,16 +427,27 @@ class LivenessSession:
         result = self.result()
         if self.stepped_up and not challenge:
             result = self._stepped_up_result(result)
+        elif self._unresolved(result):
+            result = dataclasses.replace(result, live=False, reasons=(
+                f"passive checks uncertain ({result.score:.2f} in the step-up band) and no "
+                "challenge answered",))
         return Verdict(result, self.frames_with_face, challenge)
+
+    def _unresolved(self, result: LivenessResult) -> bool:
+        """A passive pass inside the step-up band that no challenge settled (the session
+        could not be asked one; a client's own challenges settle it as a step-up would)."""
+        band = self.pipeline.step_up_band
+        return (result.live and band is not None and in_band(result.score, band)
+                and not self.challenges)
 
     def _stepped_up_result(self, result: LivenessResult) -> LivenessResult:
         """Passive + challenge + planarity: live when the passive checks are within the band
         of passing and every other required check (the challenge, planarity) passed."""
-        band = self.pipeline.step_up_band or 0.0
+        below = (self.pipeline.step_up_band or (0.0, 0.0))[0]
         active = [c for c in result.checks if c.required and c.applicable
                   and (c.name.startswith("challenge_") or c.name == "planarity")]
-        live = result.score >= 0.5 - band and all(c.passed for c in active)
+        live = result.score >= 0.5 - below and all(c.passed for c in active)
         reasons = () if live else result.reasons or (
             f"passive checks under the step-up band ({result.score:.2f} < "
-            f"{0.5 - band:.2f})",)
+            f"{0.5 - below:.2f})",)
         return dataclasses.replace(result, live=live, reasons=reasons)

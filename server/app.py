@@ -117,7 +117,7 @@ def load_authenticator(settings: Settings, database=None):
                                 redetect_every=settings.redetect_every,
                                 threads=settings.torch_threads or None,
                                 runtime=settings.runtime,
-                                step_up_band=(float(entry("step_up").extra["band"])
+                                step_up_band=(entry("step_up").extra["band"]
                                               if settings.step_up else None),
                                 step_up_pool=settings.challenge_kinds,
                                 reported_every=settings.reported_every)

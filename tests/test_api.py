@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import facegate.liveness as fl
+from facegate.liveness.api import default_pipeline
 from facegate.liveness.checks import DEFAULT_CHECKS
 from facegate.liveness.detect import load_image
 
@@ -39,7 +40,9 @@ def test_check_liveness_on_a_live_clip_and_its_replay():
     live = fl.check_liveness(_frames(VIDEOS / "hm_apfol" / "live" / "real2.webm"))
     spoof = fl.check_liveness(_frames(VIDEOS / "hm_apfol" / "spoof" / "fake2.webm"))
     assert live.live and live.score >= live.threshold == 0.5 and not live.reasons
-    assert not spoof.live and spoof.reasons and spoof.score < 0.5
+    # Not live: under the threshold, or inside the step-up band no challenge can settle here.
+    below, above = default_pipeline().step_up_band
+    assert not spoof.live and spoof.reasons and spoof.score < 0.5 + above
     assert [c.name for c in live.checks] == list(DEFAULT_CHECKS)
     assert live.frames_used == 10
 

@@ -222,7 +222,7 @@ def test_uncertain_passive_verdict_steps_up_to_one_challenge(pipeline):
     """With a band that makes every verdict uncertain, a session that would decide asks one
     challenge from the pool instead, and decides on passive + challenge (+ planarity)."""
     frames = list(rgb_frames(APFOL_LIVE, 2))
-    pipeline.step_up_band, pipeline.step_up_pool = 0.5, ("TURN_RIGHT",)
+    pipeline.step_up_band, pipeline.step_up_pool = (0.5, 0.5), ("TURN_RIGHT",)
     try:
         live = pipeline.session()
         prompts, steps = [], 0

@@ -100,9 +100,9 @@ def test_calibrate_keeps_the_spoof_cue_threshold_and_refits_its_gain(tmp_path):
         REGISTRY_PATH.read_text())["spoof_cue"]["cue_gain"]
     # The refitted gain, served at 0.96, meets the target on the same data.
     from facegate.liveness.evaluate import evaluate_folder
-    from facegate.liveness.spoofcue import SpoofCueCheck
+    from facegate.liveness.spoofcue import FASCueCheck
 
-    check = SpoofCueCheck(registry=reg)
+    check = FASCueCheck(registry=reg)
     ev = evaluate_folder(data, "spoof_cue", check=check)
     assert check.threshold == 0.96 and ev.report.bpcer <= 0.05
 

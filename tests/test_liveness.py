@@ -169,14 +169,14 @@ def test_onnx_runtime_matches_eager_torch(detector):
     """The served runtime (ONNX Runtime, exported at load) scores real faces as torch does."""
     from facegate.liveness.eyes import EyeStateCheck
     from facegate.liveness.runtime import inference_module
-    from facegate.liveness.spoofcue import SpoofCueCheck
+    from facegate.liveness.spoofcue import FASCueCheck
     from facegate.liveness.texture import TextureCheck
 
     faces = [detector.detect(load_image(str(IDENTITY / name)))[0]
              for name in ("obama.jpg", "biden.jpg")]
     faces.append(detector.detect(load_image(str(VIDEOS.parent / "pad" / "nuaa" / "spoof" /
                                                 "0001" / "0001_00_00_01_0.jpg")))[0])
-    for make in (TextureCheck, EyeStateCheck, SpoofCueCheck):
+    for make in (TextureCheck, EyeStateCheck, FASCueCheck):
         onnx, eager = make(runtime="onnx"), make(runtime="torch")
         for face in faces:
             a = np.asarray(onnx.open_probs(face) if make is EyeStateCheck

@@ -12,8 +12,9 @@ Learned fusions of the texture CNN and the IQA model with the spoof cue required
 0.96 (the product's operating point, which no fusion moves): logistic regression and LDA over
 the checks' logits, over their margins logit(s) - logit(t) at the registry thresholds, and
 over the weakest margin, each against every required check at its own threshold
-(AllRequiredFusion). The one with the lowest held-out mean ACER is written for the server
-when it beats that rule (the ``deployed`` block of weights/fusion.json, registry entry
+(AllRequiredFusion). The form the server runs (``DEPLOYABLE``: logistic over the margins and
+the weakest) is written for it when it beats that rule, whichever form measured best (the
+``deployed`` block of weights/fusion.json, registry entry
 ``fusion``, :class:`facegate.liveness.fusion.LearnedFusion`, opt-in: ``FACEGATE_FUSION=fusion``).
 """
 
@@ -179,9 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     learned["logistic over the weakest margin, no spoof cue"] = learned_fusion(
         oof, fused_cols, None, thrs, "weakest margin", "logistic")
     gated = {k: v for k, v in learned.items() if "no spoof cue" not in k}
-    top = min(gated, key=lambda k: gated[k]["loso_mean_acer"])
+    # The server runs one form (LearnedFusion): it is deployed when it beats the AND rule,
+    # whichever form measured best (the card lists them all).
+    top = DEPLOYABLE
     deployed = None
-    if top == DEPLOYABLE and gated[top]["loso_mean_acer"] < (rules.get(default) or 1.0):
+    if gated[top]["loso_mean_acer"] < (rules.get(default) or 1.0):
         m = gated[top]["model"]
         deployed = {
             "fusion": top,
