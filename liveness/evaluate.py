@@ -207,7 +207,8 @@ def video_samples(data: str | Path) -> list[tuple[Path, int]]:
 
 
 def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int = 1,
-                    progress: bool = False, band=None) -> VideoEvaluation:
+                    progress: bool = False,
+                    band: float | tuple[float, float] | None = None) -> VideoEvaluation:
     """Every clip streamed through one LivenessSession (the face tracked as in a stream),
     then every window of ``window`` face frames judged by a fresh session on those frames,
     the way a server session of that length would judge them (no challenges asked).

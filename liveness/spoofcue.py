@@ -301,7 +301,7 @@ class FASCueCheck(SpoofCueCheck):
         x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2),
                                                   dtype=np.float32))
         with torch.inference_mode():
-            return torch.as_tensor(np.asarray(self.generator(x)))
+            return self.generator(x)
 
     def cue_maps(self, crops: np.ndarray) -> np.ndarray:
         """(N, 80, 80, 3) float32 cue maps (BGR order) for context crops from :meth:`crop`."""

@@ -73,19 +73,6 @@ def step_up(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
                    "apcer_step_up": round(float(np.mean(spoof >= 0.5 + band)), 4),
                    "bpcer_step_up": round(float(np.mean(live < 0.5 - band)), 4)}
     all_scored = {h: (fused(oof[h][0], cols, all_thr), oof[h][1]) for h in groups}
-    gate = {}
-    for g in groups:  # the same, around the gate point instead of 0.5 (not shipped)
-        thrs = [per_check[c][g] for c in cols]
-        scored = {h: (fused(oof[h][0], cols, thrs), oof[h][1]) for h in groups}
-        others = {h: v for h, v in scored.items() if h != g}
-        t = gate_threshold(others)
-        band = step_up_band({h: (s_ - t + 0.5, y_) for h, (s_, y_) in others.items()})
-        s, y = scored[g]
-        live, spoof = s[y == 1], s[y == 0]
-        gate[g] = {"gate": t, "band": band,
-                   "live_challenged": float(np.mean(np.abs(live - t) < band)),
-                   "apcer_step_up": float(np.mean(spoof >= t + band)),
-                   "bpcer_step_up": float(np.mean(live < t - band))}
 
     def mean(k):
         return round(float(np.nanmean([r[k] for r in rows.values()])), 4)
@@ -93,11 +80,7 @@ def step_up(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
     return {"band": step_up_band(all_scored), "per_group": rows,
             **{f"mean_{k}": mean(k) for k in ("live_challenged", "apcer_passive",
                                                "bpcer_passive", "apcer_step_up",
-                                               "bpcer_step_up")},
-            "at_gate_point": {f"mean_{k}": round(float(np.nanmean([r[k] for r in
-                                                                   gate.values()])), 4)
-                              for k in ("live_challenged", "apcer_step_up",
-                                        "bpcer_step_up")}}
+                                               "bpcer_step_up")}}
 
 
 def nested_thresholds(oof: dict, col: int) -> dict[str, float]:
@@ -221,6 +204,18 @@ def register_gate(out: Path, checks: list[str], gate: dict, min_acer: list[float
         register(name, e, out / "registry.json")
 
 
+def step_up_table(st: dict) -> list[str]:
+    """The card's rows of a step-up measurement (``step_up`` or ``gate_operating_point``):
+    each held-out group and the mean."""
+    keys = ("apcer_passive", "bpcer_passive", "live_challenged", "apcer_step_up",
+            "bpcer_step_up")
+    md = ["| held-out group | band | APCER passive | BPCER passive | live challenged | "
+          "APCER step-up | BPCER step-up |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {g} | {r['band']} | " + " | ".join(str(r[k]) for k in keys) + " |"
+           for g, r in st["per_group"].items()]
+    return md + ["| **mean** | | " + " | ".join(str(st[f"mean_{k}"]) for k in keys) + " |"]
+
+
 def register_step_up(out: Path, rule: str, st: dict) -> None:
     """The step-up band as registry data (no file): what the server reads."""
     from facegate.weights import register
@@ -262,9 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     best_cols = [checks.index(c) for c in best.split(" AND ")]
     stepped = step_up(oof, best_cols, per_check, [all_thr[c] for c in best_cols])
     rule_thr = [all_thr[c] for c in best_cols]
-    gate = gate_operating_point(oof, best_cols, per_check, rule_thr)
     budgets = {b: gate_operating_point(oof, best_cols, per_check, rule_thr, b)
                for b in GATE_BUDGETS}
+    gate = budgets[STEP_UP_LIVE_SHARE]
     result = {"checks": checks, "thresholds_all_groups": dict(zip(checks, all_thr)),
               "best": best, "ranked": ranked, "rules": rules, "step_up": stepped,
               "gate_operating_point": gate, "shipped": args.ship,
@@ -296,22 +291,16 @@ def main(argv: list[str] | None = None) -> None:
     md += [f"| {g} | {b['per_group_acer'][g]} | {b['gate_per_group'][g][0]} | "
            f"{b['gate_per_group'][g][1]} |" for g in sorted(b["per_group_acer"])]
     st = stepped
-    md += ["", "## Step-up around the minimum-ACER point (measured, not shipped)", "",
+    shipped = args.ship == "gate"
+    md += ["", "## Step-up around the minimum-ACER point" + (
+               " (measured, not shipped)" if shipped else " (shipped)"), "",
            f"A session whose fused score lies within **{st['band']}** of 0.5 is asked one "
            "random challenge instead of being decided on the passive checks (band: the widest "
            f"that challenges at most {STEP_UP_LIVE_SHARE:.0%} of live faces, chosen on the "
            "other groups for each held-out one). Assuming a live user answers and a "
            "recording does not:", "",
-           "| held-out group | band | live challenged | APCER passive | APCER step-up | "
-           "BPCER passive | BPCER step-up |", "|---|---|---|---|---|---|---|"]
-    md += [f"| {g} | {r['band']} | {r['live_challenged']} | {r['apcer_passive']} | "
-           f"{r['apcer_step_up']} | {r['bpcer_passive']} | {r['bpcer_step_up']} |"
-           for g, r in st["per_group"].items()]
-    md += [f"| **mean** | | {st['mean_live_challenged']} | {st['mean_apcer_passive']} | "
-           f"{st['mean_apcer_step_up']} | {st['mean_bpcer_passive']} | "
-           f"{st['mean_bpcer_step_up']} |"]
+           *step_up_table(st)]
     gt = gate
-    shipped = args.ship == "gate"
     md += ["", "## The gate operating point with step-up above it" + (
                " (shipped)" if shipped else " (measured, not shipped)"), "",
            "The rule's thresholds moved to the fused point that keeps the other groups' mean "
@@ -322,14 +311,7 @@ def main(argv: list[str] | None = None) -> None:
            "groups: thresholds "
            + ", ".join(f"{checks[c]} {t}" for c, t in zip(best_cols, gt["thresholds"]))
            + f", band {gt['band']} (below, above 0.5).", "",
-           "| held-out group | band | APCER passive | BPCER passive | live challenged | "
-           "APCER step-up | BPCER step-up |", "|---|---|---|---|---|---|---|"]
-    md += [f"| {g} | {r['band']} | {r['apcer_passive']} | {r['bpcer_passive']} | "
-           f"{r['live_challenged']} | {r['apcer_step_up']} | {r['bpcer_step_up']} |"
-           for g, r in gt["per_group"].items()]
-    md += [f"| **mean** | | {gt['mean_apcer_passive']} | {gt['mean_bpcer_passive']} | "
-           f"{gt['mean_live_challenged']} | {gt['mean_apcer_step_up']} | "
-           f"{gt['mean_bpcer_step_up']} |", "",
+           *step_up_table(gt), "",
            "The challenge budget against what it buys (nested means, same assumptions):", "",
            "| budget | band | live challenged | APCER step-up | BPCER step-up |",
            "|---|---|---|---|---|"]

@@ -47,7 +47,13 @@ from facegate.liveness.resnet import SmallResNet
 from facegate.liveness.spoofcue import FASCueGenerator, cue_magnitude, cue_score
 from facegate.weights import entry, load_entry_state
 from training import datasets as D
-from training.common import EVAL_ONLY, RESEARCH_LICENSE, WEIGHTS_OUT, capture_augment
+from training.common import (
+    EVAL_ONLY,
+    RESEARCH_LICENSE,
+    WEIGHTS_OUT,
+    batched,
+    capture_augment,
+)
 from training.finetune_minifas import cells, group_eval, load_sets
 from training.train_spoofcue import OPERATING_POINT, batch_hard_triplet, calibrate_gain
 
@@ -118,11 +124,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False) -> FASCueGenerator:
             p.requires_grad_(False)
     enc = [p for p in gen.encoder.parameters() if p.requires_grad]
     rest = [p for n, p in gen.named_parameters() if not n.startswith("encoder.")]
-    opt = torch.optim.AdamW([{"params": enc or [torch.zeros(1, requires_grad=True)],
-                              "lr": cfg.encoder_lr},
-                             {"params": rest + list(aux.parameters()), "lr": cfg.lr}],
-                            weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [cfg.encoder_lr, cfg.lr],
+    groups = [{"params": rest + list(aux.parameters()), "lr": cfg.lr}]
+    if enc:  # a frozen encoder has nothing to optimise
+        groups.append({"params": enc, "lr": cfg.encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups],
                                                 total_steps=cfg.steps)
     per_cell = max(1, cfg.batch_size // len(train_cells))
     t = cfg.temperature
@@ -137,7 +143,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False) -> FASCueGenerator:
             for i in rng.integers(len(crops), size=per_cell):
                 xs.append(capture_augment(crops[i], rng, cfg.augment_p))
                 ys.append(c)
-        x = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).astype(np.float32))
+        x = as_input(xs)
         y = torch.tensor(ys)
         cue, emb, logits = gen(x)
         with torch.no_grad():
@@ -175,13 +181,14 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False) -> FASCueGenerator:
     return gen.eval()
 
 
-def magnitudes(gen: FASCueGenerator, crops: np.ndarray, batch: int = 256) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(crops), batch):
-            x = torch.from_numpy(crops[i:i + batch].transpose(0, 3, 1, 2).astype(np.float32))
-            out.append(cue_magnitude(gen.cue(x)).numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+def as_input(crops) -> torch.Tensor:
+    """(N, 80, 80, 3) uint8 BGR context crops (an array or a list) -> the network's input."""
+    return torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32))
+
+
+def magnitudes(gen: FASCueGenerator, crops: np.ndarray) -> np.ndarray:
+    """mean|cue| per crop (the raw spoof evidence)."""
+    return batched(lambda c: cue_magnitude(gen.cue(as_input(c))), crops)
 
 
 def collapsed(m: np.ndarray, y: np.ndarray, floor: float = 0.005) -> bool:
