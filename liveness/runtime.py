@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -21,6 +22,9 @@ import torch
 from torch import nn
 
 RUNTIMES = ("onnx", "torch")
+# torch.onnx.export keeps module-level state (it asserts it is not already exporting), so two
+# threads loading models at once (two servers in one process) must take turns.
+_EXPORT_LOCK = threading.Lock()
 
 
 def decompose_prelu(model: bytes) -> bytes:
@@ -92,7 +96,7 @@ class OnnxModule:
         # The TorchScript exporter: it needs no onnxscript and writes to a file object (its
         # stub names paths only). torch marks it deprecated in favour of the torch.export
         # exporter, the one to move to when this one goes.
-        with warnings.catch_warnings():
+        with _EXPORT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(module, (example,), buf, dynamo=False,  # type: ignore[arg-type]
                               input_names=["x"], output_names=outputs, opset_version=17,

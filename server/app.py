@@ -38,9 +38,14 @@ class RunningServer:
     metrics_port: int = 0  # the Prometheus endpoint's port, when metrics_port >= 0
     metrics_http: Any = None
     database: Any = None  # the shared Database (gallery, keys, audit)
+    loader: threading.Thread | None = None  # loads the models after start() returns
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.loader is not None:
+            # A server stopped while loading: let the loader finish before closing what it
+            # uses (the database), so it neither fails on a closed one nor leaks its models.
+            self.loader.join()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
@@ -184,5 +189,6 @@ def start(settings: Settings, block_until_loaded: bool = True) -> RunningServer:
     if block_until_loaded:
         load()
     else:
-        threading.Thread(target=load, name="facegate-load", daemon=True).start()
+        running.loader = threading.Thread(target=load, name="facegate-load", daemon=True)
+        running.loader.start()
     return running

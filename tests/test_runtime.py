@@ -78,3 +78,29 @@ def test_reported_only_checks_are_measured_every_other_frame(faces):
     # iqa_lda and celeba_minifas decide: every frame; the spoof cue reports: frames 0, 2.
     assert [("spoof_cue" in s, "iqa_lda" in s, "celeba_minifas" in s) for s in seen] == \
         [(True, True, True), (False, True, True), (True, True, True), (False, True, True)]
+
+
+def test_models_export_from_several_threads_at_once():
+    """Two servers loading in one process export their networks at the same time; torch's
+    exporter keeps module-level state, and without the lock five of six exports fail."""
+    import threading
+
+    import torch
+    from torch import nn
+
+    from facegate.liveness.runtime import OnnxModule
+
+    def export(i: int) -> None:
+        net = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.PReLU(8))
+                              for _ in range(12)])
+        x = torch.randn(2, 8, 16, 16)
+        with torch.no_grad():
+            results[i] = float((OnnxModule(net, x[:1])(x) - net.eval()(x)).abs().max())
+
+    results: dict[int, float] = {}
+    threads = [threading.Thread(target=export, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and max(results.values()) < 1e-4

@@ -278,6 +278,20 @@ def test_health_is_not_serving_until_models_load(tmp_path):
         running.stop(0)
 
 
+def test_stop_while_loading_waits_for_the_loader(tmp_path, caplog):
+    """A server stopped before its models load: the loader finishes on an open database
+    (it failed on a closed one) and the next server in the process loads as usual."""
+    from facegate.server.app import start
+    from facegate.server.settings import Settings
+
+    running = start(Settings(host="localhost", port=0, db=str(tmp_path / "g.db")),
+                    block_until_loaded=False)
+    running.stop(0)
+    assert running.loader is not None and not running.loader.is_alive()
+    assert running.loaded.is_set()
+    assert "model loading failed" not in caplog.text
+
+
 def test_silent_client_is_cut_off_after_the_session_timeout(tmp_path):
     import threading
 
