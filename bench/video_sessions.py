@@ -43,7 +43,8 @@ def main() -> None:
           "--data ../shared/data/videos/SOURCE`): the default checks and rule; every window "
           f"of {args.window} face frames is one session.", "",
           f"Step-up: the sessions in the band {band} around 0.5 (registry `step_up`: one "
-          "number for both sides, or [below, above]) would be asked one challenge.", "",
+          "number for both sides, or [below, above]) would be asked the step-up challenges "
+          "(their outcome on these recordings: `bench/challenge_replay.py`).", "",
           "| source | clip | label | face frames | sessions | share judged live | first "
           "session live | share stepped up |", "|---|---|---|---|---|---|---|---|"]
     for src, r in rows.items():

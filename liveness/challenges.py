@@ -2,9 +2,12 @@
 
 Blink (EAR dip), turn the head left or right, look up (head pose from solvePnP, see
 :mod:`facegate.liveness.headpose`). Each challenge has a deadline from its prompt. A head
-challenge is judged against the pose at the moment it was asked, so a person who already
-looks aside must still move; turning the wrong way fails at once: a replayed video that moves
-its head in its own order does not follow the server's random one.
+challenge is asked only once the head holds still (:func:`steady`), and is judged against the
+pose at that moment, so a person who already looks aside must still move; moving the wrong
+way (or, for looking up, turning aside) fails at once. A replayed video moves its head in its
+own order and at its own times, not the server's random ones: a recording that swings its
+head from side to side answers any turn asked while it swings, but asked while it holds
+still it answers only the one move it makes next (``bench/challenge_replay.py``).
 
 Directions are the person's own: "turn left" is the person's left, which a camera that does
 not mirror sees as the face turning toward the image's right (positive yaw).
@@ -12,6 +15,7 @@ not mirror sees as the face turning toward the image's right (positive yaw).
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +33,31 @@ PROMPTS = {
 SUPPORTED = frozenset(PROMPTS)
 # Degrees of head movement, from the pose when asked, that answer a head challenge.
 TURN_DEGREES = 20.0
-LOOK_UP_DEGREES = 10.0
+LOOK_UP_DEGREES = 15.0
 REACTION_MS = 700.0
+# Movement that fails a head challenge: the other way on its own axis, or on the other axis
+# (a turn when asked to look up). Larger than the median-of-three pose noise (a few degrees).
+WRONG_WAY_DEGREES = 12.0
+OFF_AXIS_DEGREES = 25.0
+# A head challenge is asked once the smoothed yaw and pitch have stayed within STILL_DEGREES
+# for STILL_MS (a person waiting for the prompt; a recording between two movements).
+STILL_DEGREES = 6.0
+STILL_MS = 400.0
+
+
+def steady(track: Sequence[tuple[float, HeadPose]], now_ms: float,
+           still_ms: float = STILL_MS, degrees: float = STILL_DEGREES) -> bool:
+    """Whether the (time, smoothed pose) ``track`` held still over the last ``still_ms``:
+    the track reaches back that far, has three poses in the span, and their yaw and pitch
+    each stay within ``degrees``."""
+    if not track or track[0][0] > now_ms - still_ms:
+        return False
+    span = [p for t, p in track if t >= now_ms - still_ms]
+    if len(span) < 3:
+        return False
+    yaw = [p.yaw for p in span]
+    pitch = [p.pitch for p in span]
+    return max(yaw) - min(yaw) <= degrees and max(pitch) - min(pitch) <= degrees
 
 
 @dataclass
@@ -105,47 +132,60 @@ class HeadChallenge(Challenge):
     """Turn left/right or look up by ``degrees`` from the pose at the prompt.
 
     Poses are judged as the median of the last three frames' (solvePnP on a generic face is
-    noisy by several degrees per frame). For a reaction time after the prompt, movement the
-    other way moves the starting point instead of failing: the person is still finishing the
-    previous challenge.
+    noisy by several degrees per frame). For a reaction time after the prompt, a small
+    movement the other way moves the starting point instead of failing (the person settles);
+    WRONG_WAY_DEGREES the other way from the prompt's pose fails at any time, and so does
+    OFF_AXIS_DEGREES on the other axis (yaw for looking up, pitch for a turn).
     """
 
     # kind -> (pose attribute, direction, degrees needed)
     MOVES = {"TURN_LEFT": ("yaw", 1.0, TURN_DEGREES), "TURN_RIGHT": ("yaw", -1.0, TURN_DEGREES),
              "LOOK_UP": ("pitch", 1.0, LOOK_UP_DEGREES)}
+    WRONG_WAY = {"TURN_LEFT": "turned right", "TURN_RIGHT": "turned left",
+                 "LOOK_UP": "looked down"}
+    OFF_AXIS = {"yaw": "nodded", "pitch": "turned aside"}
 
     def __init__(self, kind: str, deadline_ms: int = 5000) -> None:
         super().__init__(kind, deadline_ms)
         self.axis, self.sign, self.degrees = self.MOVES[kind]
-        self._base: float | None = None
+        self.other = "pitch" if self.axis == "yaw" else "yaw"
+        self._base: HeadPose | None = None
         self._best = 0.0
+        self._settle = 0.0  # the lowest movement the reaction time allowed (<= 0)
         self._recent: deque[HeadPose] = deque(maxlen=3)
 
     def ask(self, now_ms: float, pose: HeadPose | None = None) -> None:
         super().ask(now_ms, pose)
-        self._base = getattr(pose, self.axis) if pose is not None else None
+        self._base = pose
 
     def _observe(self, since_ms: float, ear: float | None, pose: HeadPose | None) -> None:
         if pose is None:
             return
         self._recent.append(pose)
         if self._base is None:  # asked before any pose was seen: the first one is the base
-            self._base = getattr(pose, self.axis)
+            self._base = pose
             return
         if len(self._recent) < 3:  # the median needs three
             return
-        angle = getattr(smoothed(self._recent), self.axis)
-        moved = self.sign * (angle - self._base)
-        if since_ms < REACTION_MS and moved < 0:
-            # Still finishing the previous movement: measure from where it ends.
-            self._base, moved = angle, 0.0
-        self._best = max(self._best, moved)
-        if moved >= self.degrees:
+        now = smoothed(self._recent)
+        moved = self.sign * (getattr(now, self.axis) - getattr(self._base, self.axis))
+        if since_ms < REACTION_MS:
+            # Settling before the movement: measured from where it settles (within
+            # WRONG_WAY_DEGREES of the prompt's pose, which the failure below keeps).
+            self._settle = min(self._settle, moved)
+        moved_from_settle = moved - self._settle
+        self._best = max(self._best, moved_from_settle)
+        aside = abs(getattr(now, self.other) - getattr(self._base, self.other))
+        if moved_from_settle >= self.degrees:
             self.state.passed = True
-        elif self.axis == "yaw" and moved <= -self.degrees:
-            other = "right" if self.state.kind == "TURN_LEFT" else "left"
-            self.state.failed = True
-            self.state.why = f"turned {other} when asked to {self.label}"
+        elif moved <= -WRONG_WAY_DEGREES:
+            self._fail(self.WRONG_WAY[self.state.kind])
+        elif aside >= OFF_AXIS_DEGREES:
+            self._fail(self.OFF_AXIS[self.axis])
+
+    def _fail(self, what: str) -> None:
+        self.state.failed = True
+        self.state.why = f"{what} when asked to {self.label}"
 
     def progress(self) -> float:
         return min(max(self._best / (2 * self.degrees), 0.0), 1.0)
@@ -159,12 +199,12 @@ def make_challenge(kind: str, deadline_ms: int) -> Challenge:
     return HeadChallenge(kind, deadline_ms)
 
 
-def random_sequence(requested: Sequence[str], count: int, pool: Sequence[str]) -> tuple[str, ...]:
+def random_sequence(requested: Sequence[str], count: int, pool: Sequence[str],
+                    rng: random.Random | None = None) -> tuple[str, ...]:
     """The order the server asks in: the requested challenges shuffled, or ``count`` distinct
-    ones drawn from ``pool`` when none were requested. Uses the OS's random source."""
-    import secrets
-
-    rng = secrets.SystemRandom()
+    ones drawn from ``pool`` when none were requested. ``rng``: the OS's random source unless
+    given (a test that must know the order passes its own)."""
+    rng = rng or random.SystemRandom()
     if requested:
         return tuple(rng.sample(list(requested), len(requested)))
     pool = [k for k in dict.fromkeys(pool) if k in SUPPORTED]

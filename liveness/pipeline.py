@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import numbers
+import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from facegate.liveness.challenges import (
     HeadChallenge,
     make_challenge,
     random_sequence,
+    steady,
 )
 from facegate.liveness.checks import DEFAULT_CHECKS, Check, Context, FaceSample, build_checks
 from facegate.liveness.detect import FaceDetector, face_crop
@@ -60,6 +62,7 @@ HINT_MESSAGES = {
     "BLURRY": "hold still",
     "MULTIPLE_FACES": "only one person please",
     "CENTER_FACE": "centre your face",
+    "HOLD_STILL": "hold your head still for the next instruction",
 }
 
 
@@ -188,9 +191,10 @@ class LivenessPipeline:
     again every this many frames, or whenever the face is lost; 1 searches every frame.
 
     ``step_up_band``: (below, above) 0.5, or one number for both: a session whose passive
-    fused score lies in [0.5 - below, 0.5 + above) when it would decide is asked one random
-    challenge from ``step_up_pool`` instead, and is live when the passive score is at least
-    0.5 - below, the challenge is answered and planarity (after a head challenge) passes. A
+    fused score lies in [0.5 - below, 0.5 + above) when it would decide is asked
+    ``step_up_count`` distinct challenges from ``step_up_pool`` in a random order instead,
+    and is live when the passive score is at least 0.5 - below, every challenge is answered
+    and planarity (after a head challenge) passes. A
     session in the band that cannot be asked (no pool, an enrolment) is not live: the band
     is where the passive checks alone do not decide (a client's own challenges settle it).
     None: no band, the passive verdict at 0.5 stands (the band is registry data,
@@ -216,8 +220,14 @@ class LivenessPipeline:
         step_up_band: float | Sequence[float] | None = None,
         step_up_pool: Sequence[str] = (),
         reported_every: int = 1,
+        step_up_count: int = 1,
     ) -> None:
         self.detector = FaceDetector(try_rotations=detect_rotations, runtime=runtime)
+        if isinstance(fusion, str) and fusion:
+            # A learned fusion decides for its inputs at the thresholds it was fitted at
+            # (the registry's may have moved to an operating point); explicit ones win.
+            fusion = LearnedFusion.load(fusion)
+            thresholds = {**fusion.inputs, **(thresholds or {})}
         names = [c for c in checks if isinstance(c, str)]
         built = iter(build_checks(names, thresholds, window, runtime))
         self.checks: list[Check] = [next(built) if isinstance(c, str) else c for c in checks]
@@ -230,14 +240,16 @@ class LivenessPipeline:
         self.threads = threads
         self.step_up_pool = tuple(k for k in step_up_pool if k in SUPPORTED)
         self.step_up_band = band_edges(step_up_band)
+        self.step_up_count = max(int(step_up_count), 1)
+        self.rng: random.Random | None = None  # the step-up's draw; None: the OS's source
         self.bind_thread()
 
     def _fusion(self, fusion: str | Fusion | None) -> Fusion:
         if not fusion:
             return AllRequiredFusion()
-        if not isinstance(fusion, str):
-            return fusion
-        learned = LearnedFusion.load(fusion)
+        learned = LearnedFusion.load(fusion) if isinstance(fusion, str) else fusion
+        if not isinstance(learned, LearnedFusion):
+            return learned
         if learned.fits(self.checks):
             return learned
         log.warning("fusion %r was fitted on %s at other thresholds or checks than those "
@@ -312,6 +324,10 @@ class LivenessSession:
         self.values: dict[str, deque[Any]] = {
             c.name: deque(maxlen=c.window) for c in pipeline.checks}
         self.poses: deque[HeadPose] = deque(maxlen=3)
+        # (stream ms, smoothed pose) of the last face frames: is the head still (a head
+        # challenge is asked only then)?
+        self.pose_track: deque[tuple[float, HeadPose]] = deque(maxlen=30)
+        self._waiting_since: float | None = None  # a head challenge waits for stillness
         self.frames_seen = 0
         self.frames_with_face = 0
         self.challenges: list[Challenge] = [
@@ -332,8 +348,10 @@ class LivenessSession:
         if prompt is None and self.ready and not self._step_up_judged:
             self._step_up_judged = True  # once: the first time a verdict would be ready
             if self._uncertain():
-                self._step_up()
+                self.step_up()
                 prompt = self.next_prompt(now_ms)
+        if prompt is None and self._waiting_since is not None:
+            a = dataclasses.replace(a, hints=(*a.hints, "HOLD_STILL"))
         return Step(a, prompt, self.ready)
 
     def _uncertain(self) -> bool:
@@ -344,9 +362,13 @@ class LivenessSession:
             return False
         return in_band(self.result().score, band)
 
-    def _step_up(self) -> None:
-        kind, = random_sequence((), 1, self.pipeline.step_up_pool)
-        self.challenges.append(make_challenge(kind, self.deadline_ms))
+    def step_up(self, kinds: Sequence[str] | None = None) -> None:
+        """Ask ``kinds`` (default: ``step_up_count`` distinct ones from the pool in a random
+        order) and judge the session as a step-up (see the pipeline's doc)."""
+        if kinds is None:
+            kinds = random_sequence((), self.pipeline.step_up_count, self.pipeline.step_up_pool,
+                                    self.pipeline.rng)
+        self.challenges += [make_challenge(k, self.deadline_ms) for k in kinds]
         self.stepped_up = True
 
     def analyze(self, frame: np.ndarray, index: int = 0, timestamp_ms: float = 0.0,
@@ -368,6 +390,7 @@ class LivenessSession:
                 self.values[name].append(value)
         if a.pose is not None:
             self.poses.append(a.pose)
+            self.pose_track.append((a.timestamp_ms, smoothed(self.poses)))
         current = self.current_challenge()
         if current is not None:
             current.observe(a.timestamp_ms, a.ear, a.pose)
@@ -389,6 +412,17 @@ class LivenessSession:
         if self._asked and self.challenges[self._asked - 1].state.failed:
             return None
         c = self.challenges[self._asked]
+        if isinstance(c, HeadChallenge) and not steady(self.pose_track, now_ms):
+            # Asked only while the head holds still, so that the movement that answers it
+            # starts after the prompt; a head that never settles fails it.
+            if self._waiting_since is None:
+                self._waiting_since = now_ms
+            elif now_ms - self._waiting_since > c.state.deadline_ms:
+                c.state.failed = True
+                c.state.why = f"head did not hold still for the {c.label} challenge"
+                self._waiting_since = None
+            return None
+        self._waiting_since = None
         self._asked += 1
         c.ask(now_ms, smoothed(self.poses))
         st = c.state

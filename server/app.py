@@ -122,9 +122,12 @@ def load_authenticator(settings: Settings, database=None):
                                 redetect_every=settings.redetect_every,
                                 threads=settings.torch_threads or None,
                                 runtime=settings.runtime,
-                                step_up_band=(entry("step_up").extra["band"]
-                                              if settings.step_up else None),
-                                step_up_pool=settings.challenge_kinds,
+                                # Step-up off: nothing is asked, and a session in the
+                                # band is not live (the band is where the passive checks
+                                # do not decide), as for a session that cannot be asked.
+                                step_up_band=entry("step_up").extra["band"],
+                                step_up_pool=settings.step_up_kinds if settings.step_up else (),
+                                step_up_count=settings.step_up_challenges,
                                 reported_every=settings.reported_every)
     return Authenticator(settings, pipeline,
                          Gallery(database or settings.db, settings.match_threshold))

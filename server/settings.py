@@ -87,8 +87,13 @@ class Settings:
     random_challenges: int = 0
     challenge_pool: str = "BLINK,TURN_LEFT,TURN_RIGHT,LOOK_UP"
     # Step-up: a session whose passive verdict is uncertain (registry "step_up": the band
-    # around the threshold) is asked one challenge from the pool instead of being decided.
+    # above the gate threshold) is asked step_up_challenges distinct challenges from
+    # step_up_pool, in a random order, instead of being decided. Head moves only by default:
+    # a recording blinks on its own, and it answers 0.2 of two-move step-ups but 0.05 of
+    # three (bench/challenge_replay.py).
     step_up: bool = True
+    step_up_challenges: int = 3
+    step_up_pool: str = "TURN_LEFT,TURN_RIGHT,LOOK_UP"
     detect_rotations: bool = True
     # Within a stream the face is tracked (searched for near where it was) and the whole frame
     # searched every this many frames; 1 searches every frame (bench/pipeline_latency.py).
@@ -129,6 +134,10 @@ class Settings:
     @property
     def challenge_kinds(self) -> tuple[str, ...]:
         return parse_names(self.challenge_pool.upper())
+
+    @property
+    def step_up_kinds(self) -> tuple[str, ...]:
+        return parse_names(self.step_up_pool.upper())
 
     @property
     def check_names(self) -> tuple[str, ...]:

@@ -119,11 +119,84 @@ def test_head_challenge_rules():
 
     up = make_challenge("LOOK_UP", 1000)
     up.ask(0, HeadPose(0, -8, 0))
-    for t, pitch in [(100, -2), (200, 4), (300, 6)]:
+    for t, pitch in [(100, -2), (200, 8), (300, 10)]:
         up.observe(t, None, HeadPose(0, pitch, 0))
     assert up.state.passed
     with pytest.raises(ValueError):
         make_challenge("SMILE", 1000)
+
+
+def test_head_challenges_fail_on_a_swing_and_wait_for_stillness():
+    from facegate.liveness.challenges import STILL_MS, WRONG_WAY_DEGREES, steady
+
+    # A swing the wrong way during the reaction time fails (it once only moved the start,
+    # so a recording swinging right then back left answered "turn left").
+    swing = HeadChallenge("TURN_LEFT", deadline_ms=3000)
+    swing.ask(0, HeadPose(0, 0, 0))
+    for t, yaw in [(100, -6), (200, -14), (300, -25), (400, -30)]:
+        swing.observe(t, None, HeadPose(yaw, 0, 0))
+    assert swing.state.failed and "turned right" in swing.result().reason
+    # Settling a little the wrong way first is measured from where it settles...
+    settle = HeadChallenge("TURN_LEFT", deadline_ms=3000)
+    settle.ask(0, HeadPose(0, 0, 0))
+    for t, yaw in [(100, -8), (200, -8), (300, -8), (900, 5), (1000, 13), (1100, 13)]:
+        settle.observe(t, None, HeadPose(yaw, 0, 0))
+    assert settle.state.passed
+    # ...but never more than WRONG_WAY_DEGREES from the pose at the prompt.
+    far = HeadChallenge("TURN_LEFT", deadline_ms=3000)
+    far.ask(0, HeadPose(0, 0, 0))
+    for t, yaw in [(100, -8), (200, -8), (300, -8), (400, -WRONG_WAY_DEGREES - 2),
+                   (500, -WRONG_WAY_DEGREES - 2)]:
+        far.observe(t, None, HeadPose(yaw, 0, 0))
+    assert far.state.failed
+    # Turning aside when asked to look up fails; nodding a little while turning does not.
+    aside = make_challenge("LOOK_UP", 3000)
+    aside.ask(0, HeadPose(0, 0, 0))
+    for t, yaw in [(100, 10), (200, 30), (300, 35), (400, 40)]:
+        aside.observe(t, None, HeadPose(yaw, 3, 0))
+    assert aside.state.failed and "turned aside when asked to look up" in aside.result().reason
+    nod = HeadChallenge("TURN_RIGHT", deadline_ms=3000)
+    nod.ask(0, HeadPose(0, 0, 0))
+    for t, yaw, pitch in [(100, -5, 4), (200, -12, 8), (300, -22, 8), (400, -25, 6)]:
+        nod.observe(t, None, HeadPose(yaw, pitch, 0))
+    assert nod.state.passed
+
+    # Stillness: the track must reach back STILL_MS with three poses inside, all close.
+    still = [(t, HeadPose(10 + (t % 3), 2, 0)) for t in range(0, 1000, 100)]
+    assert steady(still, 900)
+    assert not steady(still[-2:], 900)  # too short a history
+    moving = [(t, HeadPose(t / 20, 2, 0)) for t in range(0, 1000, 100)]  # 50 degrees/s
+    assert not steady(moving, 900)
+    assert not steady([(t, p) for t, p in still if t < 900 - STILL_MS], 900)  # stale
+
+
+def test_a_head_that_never_holds_still_is_not_asked(pipeline):
+    """A session whose head keeps moving is told to hold still, is never asked, and fails
+    the challenge once the wait exceeds its deadline."""
+    from facegate.liveness.pipeline import FrameAnalysis
+
+    session = pipeline.session(("TURN_LEFT",), challenge_deadline_ms=1000)
+    face = _face_analysis(pipeline)
+    prompts = []
+    for i in range(30):
+        t = i * 100.0
+        pose = HeadPose(30 * np.sin(i), 0, 0)  # swinging: never within STILL_DEGREES
+        a = FrameAnalysis(i, t, face.faces, {}, (), None, None, face.points, pose)
+        session.add(a)
+        prompts.append(session.next_prompt(t))
+        if session.ready:
+            break
+    assert not any(prompts) and session.challenge_failed
+    result = session.challenges[0].result()
+    assert not result.passed and "did not hold still" in result.reason
+
+
+def _face_analysis(pipeline):
+    from facegate.liveness.detect import load_image
+
+    from .conftest import IDENTITY
+
+    return pipeline.analyze(load_image(str(IDENTITY / "obama.jpg")))
 
 
 def test_random_sequence():
@@ -225,17 +298,23 @@ def test_uncertain_passive_verdict_steps_up_to_one_challenge(pipeline):
     pipeline.step_up_band, pipeline.step_up_pool = (0.5, 0.5), ("TURN_RIGHT",)
     try:
         live = pipeline.session()
-        prompts, steps = [], 0
+        prompts, steps, waits = [], 0, []
         for i, frame in enumerate(frames):
             st = live.step(frame, i * 2000.0 / 30)
             steps += 1
+            if "HOLD_STILL" in st.analysis.hints:
+                waits.append(live.frames_with_face)
             if st.prompt is not None:
                 prompts.append((live.frames_with_face, st.prompt.kind))
             if st.ready:
                 break
-        # Asked once, when the passive verdict would have been ready; the clip turns right.
-        assert prompts == [(pipeline.decision_frames, "TURN_RIGHT")], prompts
-        assert steps > pipeline.decision_frames and live.stepped_up
+        # Asked once, at the first moment the head holds still after the passive verdict
+        # would have been ready (the clip's person is moving then: "hold still" until then);
+        # the clip turns right next.
+        (asked_at, kind), = prompts
+        assert kind == "TURN_RIGHT" and asked_at > pipeline.decision_frames
+        assert waits == list(range(pipeline.decision_frames, asked_at)), (waits, asked_at)
+        assert steps > asked_at and live.stepped_up
         v = live.verdict()
         assert v.challenge == "" and v.live, v.result.reasons
         names = {c.name for c in v.result.checks}

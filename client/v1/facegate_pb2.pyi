@@ -40,6 +40,7 @@ class Hint(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HINT_BLURRY: _ClassVar[Hint]
     HINT_MULTIPLE_FACES: _ClassVar[Hint]
     HINT_CENTER_FACE: _ClassVar[Hint]
+    HINT_HOLD_STILL: _ClassVar[Hint]
 
 class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,6 +81,7 @@ HINT_TOO_BRIGHT: Hint
 HINT_BLURRY: Hint
 HINT_MULTIPLE_FACES: Hint
 HINT_CENTER_FACE: Hint
+HINT_HOLD_STILL: Hint
 OUTCOME_UNSPECIFIED: Outcome
 ACCEPTED: Outcome
 REJECTED_SPOOF: Outcome
