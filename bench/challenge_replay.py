@@ -29,7 +29,7 @@ import numpy as np
 
 from facegate.liveness.challenges import SUPPORTED
 from facegate.liveness.data import default_data_root
-from facegate.liveness.evaluate import _stream, video_samples
+from facegate.liveness.evaluate import stream_analyses, video_samples
 from facegate.liveness.pipeline import LivenessPipeline
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -51,13 +51,12 @@ def attempt(pipe: LivenessPipeline, frames: list, kinds: tuple[str, ...],
     s = pipe.session(challenge_deadline_ms=deadline_ms, step_up=False)
     stepped = False
     for a in frames:
-        s.frames_seen += 1
-        s.add(a)
-        if not stepped and s.frames_with_face >= pipe.decision_frames:
-            s.step_up(kinds)
+        s.advance(a, a.timestamp_ms)
+        if not stepped and s.ready:  # the passive verdict would be ready: step up and
+            s.step_up(kinds)         # prompt on this frame, as LivenessSession.step does
+            s.next_prompt(a.timestamp_ms)
             stepped = True
-        s.next_prompt(a.timestamp_ms)
-        if stepped and s.ready:
+        elif stepped and s.ready:
             break
     if not stepped or not s.challenges_done or s.challenge_failed:
         return False
@@ -86,7 +85,7 @@ def main() -> None:
     clips = {}
     for folder in sorted((default_data_root() / "videos").iterdir()):
         for clip, label in video_samples(folder):
-            analyses = list(_stream(pipe, clip, 1))
+            analyses = list(stream_analyses(pipe, clip, 1))
             frames = looped(analyses, args.loops)
             first_loop = analyses[-1].timestamp_ms if analyses else 0.0
             starts = [i for i, a in enumerate(frames) if a.timestamp_ms <= first_loop]

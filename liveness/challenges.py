@@ -92,7 +92,11 @@ class Challenge:
             return
         self._observe(now_ms - st.asked_at_ms, ear, pose)
         if not st.done and now_ms - st.asked_at_ms > st.deadline_ms:
-            st.failed, st.why = True, f"{self.label} challenge not answered in time"
+            self.fail(f"{self.label} challenge not answered in time")
+
+    def fail(self, why: str) -> None:
+        """End the challenge as failed, saying why."""
+        self.state.failed, self.state.why = True, why
 
     @property
     def label(self) -> str:
@@ -179,13 +183,9 @@ class HeadChallenge(Challenge):
         if moved_from_settle >= self.degrees:
             self.state.passed = True
         elif moved <= -WRONG_WAY_DEGREES:
-            self._fail(self.WRONG_WAY[self.state.kind])
+            self.fail(f"{self.WRONG_WAY[self.state.kind]} when asked to {self.label}")
         elif aside >= OFF_AXIS_DEGREES:
-            self._fail(self.OFF_AXIS[self.axis])
-
-    def _fail(self, what: str) -> None:
-        self.state.failed = True
-        self.state.why = f"{what} when asked to {self.label}"
+            self.fail(f"{self.OFF_AXIS[self.axis]} when asked to {self.label}")
 
     def progress(self) -> float:
         return min(max(self._best / (2 * self.degrees), 0.0), 1.0)

@@ -225,7 +225,7 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
     pipe = pipeline or LivenessPipeline(decision_frames=window)
     s_scores, s_labels, c_scores, c_labels, per_clip = [], [], [], [], {}
     for clip, label in clips:
-        analyses = [a for a in _stream(pipe, clip, every) if a.face is not None]
+        analyses = [a for a in stream_analyses(pipe, clip, every) if a.face is not None]
         windows = [r.score for r in window_results(pipe, analyses, window)]
         s_scores += windows
         s_labels += [label] * len(windows)
@@ -263,7 +263,7 @@ def window_results(pipe, analyses: list, window: int) -> list:
     return out
 
 
-def _stream(pipe, clip: Path, every: int):
+def stream_analyses(pipe, clip: Path, every: int):
     """The clip's frames as a client sends them (the SDK's video reader: at most 640 px,
     JPEG) and as the server decodes them, analysed as one stream (tracking between frames)."""
     from facegate.client.media import video_frames

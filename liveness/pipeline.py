@@ -244,17 +244,16 @@ class LivenessPipeline:
         self.rng: random.Random | None = None  # the step-up's draw; None: the OS's source
         self.bind_thread()
 
-    def _fusion(self, fusion: str | Fusion | None) -> Fusion:
+    def _fusion(self, fusion: Fusion | None) -> Fusion:
+        """``fusion`` (a learned one only when it fits the loaded checks), else every
+        required check at its own threshold."""
         if not fusion:
             return AllRequiredFusion()
-        learned = LearnedFusion.load(fusion) if isinstance(fusion, str) else fusion
-        if not isinstance(learned, LearnedFusion):
-            return learned
-        if learned.fits(self.checks):
-            return learned
+        if not isinstance(fusion, LearnedFusion) or fusion.fits(self.checks):
+            return fusion
         log.warning("fusion %r was fitted on %s at other thresholds or checks than those "
                     "loaded: every required check decides at its own threshold instead",
-                    fusion, learned.inputs)
+                    fusion.name, fusion.inputs)
         return AllRequiredFusion()
 
     def check(self, name: str) -> Check | None:
@@ -341,7 +340,11 @@ class LivenessSession:
 
     def step(self, frame: np.ndarray, now_ms: float, landmarks: bool = True) -> Step:
         """Analyse one frame at stream time ``now_ms`` and add it to the evidence."""
-        a = self.analyze(frame, self.frames_seen, now_ms, landmarks)
+        return self.advance(self.analyze(frame, self.frames_seen, now_ms, landmarks), now_ms)
+
+    def advance(self, a: FrameAnalysis, now_ms: float) -> Step:
+        """One analysed frame through the session: the evidence, the next prompt, the
+        step-up when the passive verdict would be ready (:meth:`step` after analysing)."""
         self.frames_seen += 1
         self.add(a)
         prompt = self.next_prompt(now_ms)
@@ -418,8 +421,7 @@ class LivenessSession:
             if self._waiting_since is None:
                 self._waiting_since = now_ms
             elif now_ms - self._waiting_since > c.state.deadline_ms:
-                c.state.failed = True
-                c.state.why = f"head did not hold still for the {c.label} challenge"
+                c.fail(f"head did not hold still for the {c.label} challenge")
                 self._waiting_since = None
             return None
         self._waiting_since = None

@@ -71,33 +71,35 @@ def step_up(oof: dict, cols: list[int], per_check: dict[int, dict[str, float]],
         thrs = [per_check[c][g] for c in cols]
         scored = {h: (fused(oof[h][0], cols, thrs), oof[h][1]) for h in groups}
         band = step_up_band({h: v for h, v in scored.items() if h != g})
-        s, y = scored[g]
-        live, spoof = s[y == 1], s[y == 0]
-        rows[g] = {"band": band,
-                   "live_challenged": round(float(np.mean(np.abs(live - 0.5) < band)), 4),
-                   "apcer_passive": round(float(np.mean(spoof >= 0.5)), 4),
-                   "bpcer_passive": round(float(np.mean(live < 0.5)), 4),
-                   "apcer_step_up": round(float(np.mean(spoof >= 0.5 + band)), 4),
-                   "bpcer_step_up": round(float(np.mean(live < 0.5 - band)), 4),
-                   "apcer_replays_answer": with_answers(spoof, 0.5 - band, 0.5 + band)}
+        rows[g] = {"band": band, **step_up_row(*scored[g], band, band)}
     all_scored = {h: (fused(oof[h][0], cols, all_thr), oof[h][1]) for h in groups}
-
-    def mean(k):
-        return round(float(np.nanmean([r[k] for r in rows.values()])), 4)
-
-    return {"band": step_up_band(all_scored), "per_group": rows,
-            **{f"mean_{k}": mean(k) for k in STEP_UP_KEYS}}
+    return {"band": step_up_band(all_scored), "per_group": rows, **step_up_means(rows)}
 
 
 STEP_UP_KEYS = ("apcer_passive", "bpcer_passive", "live_challenged", "apcer_step_up",
                 "bpcer_step_up", "apcer_replays_answer")
 
 
-def with_answers(spoof: np.ndarray, low: float, high: float,
-                 rate: float = REPLAY_ANSWER_RATE) -> float:
-    """APCER when the attacks in the band [low, high) answer the step-up at ``rate``."""
-    in_band = np.mean((spoof >= low) & (spoof < high))
-    return round(float(np.mean(spoof >= high) + rate * in_band), 4)
+def step_up_row(s: np.ndarray, y: np.ndarray, below: float, above: float,
+                rate: float = REPLAY_ANSWER_RATE) -> dict[str, float]:
+    """One held-out group's fused scores ``s`` (labels ``y``) against the band [0.5 - below,
+    0.5 + above) the server challenges: passive APCER/BPCER at 0.5, the live share
+    challenged, and APCER/BPCER when a live user answers and a recording never does (or
+    does at ``rate``: every attack in the band then passes at that rate)."""
+    live, spoof = s[y == 1], s[y == 0]
+    low, high = 0.5 - below, 0.5 + above
+    spoof_in_band = np.mean((spoof >= low) & (spoof < high))
+    row = {"apcer_passive": np.mean(spoof >= 0.5), "bpcer_passive": np.mean(live < 0.5),
+           "live_challenged": np.mean((live >= low) & (live < high)),
+           "apcer_step_up": np.mean(spoof >= high), "bpcer_step_up": np.mean(live < low),
+           "apcer_replays_answer": np.mean(spoof >= high) + rate * spoof_in_band}
+    return {k: round(float(v), 4) for k, v in row.items()}
+
+
+def step_up_means(rows: dict[str, dict]) -> dict[str, float]:
+    """The held-out groups' mean of every step-up measure (``mean_<key>``)."""
+    return {f"mean_{k}": round(float(np.nanmean([r[k] for r in rows.values()])), 4)
+            for k in STEP_UP_KEYS}
 
 
 def nested_thresholds(oof: dict, col: int) -> dict[str, float]:
@@ -181,20 +183,10 @@ def gate_operating_point(oof: dict, cols: list[int], per_check: dict[int, dict[s
         others = {h: v for h, v in oof.items() if h != g}
         moved, (below, above) = gate_point(others, cols, [per_check[c][g] for c in cols],
                                            budget)
-        s, y = fused(oof[g][0], cols, moved), oof[g][1]
-        live, spoof = s[y == 1], s[y == 0]
         rows[g] = {"thresholds": moved, "band": [below, above],
-                   "apcer_passive": round(float(np.mean(spoof >= 0.5)), 4),
-                   "bpcer_passive": round(float(np.mean(live < 0.5)), 4),
-                   "live_challenged": round(float(np.mean((live >= 0.5 - below)
-                                                          & (live < 0.5 + above))), 4),
-                   "apcer_step_up": round(float(np.mean(spoof >= 0.5 + above)), 4),
-                   "bpcer_step_up": round(float(np.mean(live < 0.5 - below)), 4),
-                   "apcer_replays_answer": with_answers(spoof, 0.5 - below, 0.5 + above)}
+                   **step_up_row(fused(oof[g][0], cols, moved), oof[g][1], below, above)}
     moved, band = gate_point(oof, cols, all_thr, budget)
-    return {"thresholds": moved, "band": list(band), "per_group": rows,
-            **{f"mean_{k}": round(float(np.nanmean([r[k] for r in rows.values()])), 4)
-               for k in STEP_UP_KEYS}}
+    return {"thresholds": moved, "band": list(band), "per_group": rows, **step_up_means(rows)}
 
 
 def register_gate(out: Path, checks: list[str], gate: dict, min_acer: list[float]) -> None:
