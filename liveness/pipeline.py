@@ -334,6 +334,9 @@ class LivenessSession:
         self.deadline_ms = challenge_deadline_ms
         self.stepped_up = False  # a step-up challenge was added (see the pipeline's doc)
         self._step_up_judged = not step_up
+        # Why a session in the band is not live when it was not stepped up (the verdict's
+        # reason; the server names a paused step-up).
+        self.no_step_up = "no challenge answered"
         self._asked = 0
         self._last_face: Face | None = None
         self._since_search = 0  # frames since the last full-frame search
@@ -465,8 +468,8 @@ class LivenessSession:
             result = self._stepped_up_result(result)
         elif self._unresolved(result):
             result = dataclasses.replace(result, live=False, reasons=(
-                f"passive checks uncertain ({result.score:.2f} in the step-up band) and no "
-                "challenge answered",))
+                f"passive checks uncertain ({result.score:.2f} in the step-up band) and "
+                f"{self.no_step_up}",))
         return Verdict(result, self.frames_with_face, challenge)
 
     def _unresolved(self, result: LivenessResult) -> bool:

@@ -259,9 +259,8 @@ class Watch:
 
 @dataclass
 class FailureLimiter:
-    """Failed VERIFY attempts per key and per claimed id in a sliding window: past
-    ``limit`` failures, further attempts are refused (RESOURCE_EXHAUSTED) until old ones
-    age out. Unknown ids count like known ones, so the limit says nothing about existence."""
+    """Failures per name (``key:<id>``, ``claim:<id>``) in a sliding window of ``window_s``:
+    a name with ``limit`` recent failures is :meth:`over` until old ones age out."""
 
     limit: int
     window_s: float
@@ -274,16 +273,22 @@ class FailureLimiter:
             q.popleft()
         return q
 
-    def check(self, key_id: str, claim: str) -> None:
+    def over(self, *names: str) -> bool:
+        """Whether any of ``names`` has reached the limit."""
         now = time.monotonic()
         with self._lock:
-            for name in (f"key:{key_id}", f"claim:{claim}"):
-                if len(self._recent(name, now)) >= self.limit:
-                    raise TooMuchInput(f"too many failed VERIFY attempts; retry in "
-                                       f"{self.window_s:.0f} s", "config.claimed_subject_id")
+            return any(len(self._recent(n, now)) >= self.limit for n in names)
 
-    def failed(self, key_id: str, claim: str) -> None:
+    def failed(self, *names: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for name in (f"key:{key_id}", f"claim:{claim}"):
+            for name in names:
                 self._failures[name].append(now)
+
+    def forgive(self, *names: str) -> None:
+        """Take back the newest failure of each name (an attempt counted when it began, then
+        passed)."""
+        with self._lock:
+            for name in names:
+                if self._failures[name]:
+                    self._failures[name].pop()

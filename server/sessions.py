@@ -150,6 +150,10 @@ class Authenticator:
         self._calls_lock = threading.Lock()
         self.verify_failures = FailureLimiter(settings.verify_failures,
                                               settings.verify_failure_window_s)
+        # Failed step-ups per key (any mode): a recording that answers one step-up in n is
+        # not retried without end; past the limit the key's uncertain sessions are not live.
+        self.step_up_failures = FailureLimiter(settings.step_up_failures,
+                                               settings.step_up_failure_window_s)
         # A worker process computes a session's template while its last liveness frames are
         # analysed (AuthSession.feed); matching still waits for the live verdict.
         self._encoder = TemplateEncoder().start() if settings.prefetch_template else None
@@ -177,7 +181,10 @@ class Authenticator:
             if not config.claimed_subject_id:
                 raise InvalidInput("required in VERIFY mode", "config.claimed_subject_id")
             validate_subject_id(config.claimed_subject_id, "config.claimed_subject_id")
-            self.verify_failures.check(key_id, config.claimed_subject_id)
+            if self.verify_failures.over(f"key:{key_id}", f"claim:{config.claimed_subject_id}"):
+                raise TooMuchInput("too many failed VERIFY attempts; retry in "
+                                   f"{self.settings.verify_failure_window_s:.0f} s",
+                                   "config.claimed_subject_id")
         for c in config.challenges:
             if c not in SUPPORTED:
                 raise InvalidInput(f"{c} is not supported; supported: {sorted(SUPPORTED)}",
@@ -257,9 +264,15 @@ class AuthSession:
         self.key_id = key_id
         self.session_id = secrets.token_hex(8)
         self.max_frames = min(config.max_frames or s.max_frames, s.max_frames)
-        # A stream that cannot show prompts (Enroll) is never stepped up to a challenge.
+        # A stream that cannot show prompts (Enroll) is never stepped up to a challenge, nor
+        # one whose key failed too many step-ups lately (its uncertain sessions are not live).
+        paused = interactive and auth.step_up_failures.over(f"key:{key_id}")
         self.liveness = auth.pipeline.session(config.challenges, s.challenge_deadline_ms,
-                                              step_up=interactive)
+                                              step_up=interactive and not paused)
+        if paused:
+            self.liveness.no_step_up = (
+                f"step-up paused: {s.step_up_failures} failed step-ups on this key in the "
+                f"last {s.step_up_failure_window_s:.0f} s")
         self.best = _BestFaces(s.match_frames if template_frames is None else template_frames,
                                auth.pipeline.window)
         # The first good face's template, computed while liveness goes on (match_frames 1,
@@ -274,6 +287,7 @@ class AuthSession:
         self._t0 = time.monotonic()
         self._last_client_ts = 0.0
         self._client_t0: float | None = None
+        self._step_up_charged = False
 
     @property
     def done(self) -> bool:
@@ -305,6 +319,11 @@ class AuthSession:
         self.frames_skipped = skipped
         step = self.liveness.step(frame, self._now_ms(timestamp_ms, received))
         self.frames_received += 1
+        if self.liveness.stepped_up and not self._step_up_charged:
+            # Counted as failed when asked, taken back when answered: a client that drops
+            # the stream on seeing the prompt has used an attempt too.
+            self._step_up_charged = True
+            self.auth.step_up_failures.failed(f"key:{self.key_id}")
         self._ready = step.ready
         face = step.analysis.face
         if face is not None and self.best.k:
@@ -365,7 +384,10 @@ class AuthSession:
             outcome, match, reasons = self._recognise()
             recognition_ms = (time.monotonic() - t) * 1000.0
         if self.config.mode == "VERIFY" and outcome == "REJECTED_CLAIM_MISMATCH":
-            self.auth.verify_failures.failed(self.key_id, self.config.claimed_subject_id)
+            self.auth.verify_failures.failed(f"key:{self.key_id}",
+                                             f"claim:{self.config.claimed_subject_id}")
+        if self._step_up_charged and verdict.challenge == "":
+            self.auth.step_up_failures.forgive(f"key:{self.key_id}")  # answered
         self.decision = Decision(
             outcome, live, result, match, tuple(reasons), self.frames_received,
             verdict.frames_with_face, self.session_id, (time.monotonic() - self._t0) * 1000.0,

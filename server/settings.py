@@ -48,6 +48,10 @@ class Settings:
     # Failed VERIFY attempts allowed per key and per claimed id in the window.
     verify_failures: int = 5
     verify_failure_window_s: float = 300.0
+    # Step-ups a key may fail (or leave unanswered) in the window; past it the key's sessions
+    # in the step-up band are not live until old failures age out (clear passes still pass).
+    step_up_failures: int = 5
+    step_up_failure_window_s: float = 300.0
     # torch intra-op threads per analysing thread (0: torch's default); streams run in
     # parallel on the worker pool. 1 was fastest on 2 cores (bench/pipeline_latency.py).
     torch_threads: int = 1

@@ -31,8 +31,10 @@ def server(tmp_path_factory):
     from facegate.server.settings import Settings
 
     db = tmp_path_factory.mktemp("gallery") / "gallery.db"
+    # Every test of a module uses the same (keyless) identity: its replays would use up the
+    # failed step-ups a key is allowed (tests/test_e2e_video.py tests that limit itself).
     settings = Settings(host="localhost", port=0, db=str(db), allow_unverified_enrollment=True,
-                        workers=8, max_frame_bytes=2 * 1024 * 1024)
+                        workers=8, max_frame_bytes=2 * 1024 * 1024, step_up_failures=1000)
     running = start(settings)
     yield running
     running.stop(grace=0.5)

@@ -55,29 +55,36 @@ class _Drawn:
 
 
 def test_replay_is_rejected_before_the_matcher(client, enrolled, server):
-    """At the shipped gate point the replay's passive score lies in the step-up band, so
-    the server asks three head moves instead of deciding. Tried with every order the server
-    can draw, the recording (its person swings their head) answers none: each attempt ends
-    rejected, and no spoof reaches recognition."""
+    """The replay of the enrolled person's clip never reaches recognition: at the shipped
+    gate point its passive checks reject it; and stepped up (the band widened to every
+    score, so the server asks the three head moves whatever the passive verdict), tried with
+    every order the server can draw, the recording (its person swings their head) answers
+    none."""
     from facegate.client.v1 import facegate_pb2 as pb
 
     pipeline = server.servicer.auth.pipeline
     frames = list(video_frames(APFOL_SPOOF, every=3))
+    calls = server.servicer.auth.match_calls
+    d = client.authenticate(frames, mode="identify")
+    assert d.outcome == "REJECTED_SPOOF" and not d.subject_id, d
+    assert server.servicer.auth.match_calls == calls
     orders = list(itertools.permutations(pipeline.step_up_pool, pipeline.step_up_count))
     assert len(orders) == 6  # TURN_LEFT, TURN_RIGHT, LOOK_UP in any order
     outcomes = {}
+    shipped_band = pipeline.step_up_band
     try:
+        pipeline.step_up_band = (0.5, 0.5)
         for order in orders:
             pipeline.rng = _Drawn(order)
             calls = server.servicer.auth.match_calls
-            d = client.authenticate(frames, mode="identify")
-            asked = [pb.Challenge.Name(e.challenge.challenge) for e in d.events
+            stepped = client.authenticate(frames, mode="identify")
+            asked = [pb.Challenge.Name(e.challenge.challenge) for e in stepped.events
                      if e.WhichOneof("event") == "challenge"]
             assert asked and tuple(asked) == order[:len(asked)], (order, asked)
-            outcomes[order] = (d.outcome, d.subject_id, d.reasons[:1],
+            outcomes[order] = (stepped.outcome, stepped.subject_id, stepped.reasons[:1],
                                server.servicer.auth.match_calls - calls)
     finally:
-        pipeline.rng = None
+        pipeline.rng, pipeline.step_up_band = None, shipped_band
     assert all(o in ("CHALLENGE_FAILED", "REJECTED_SPOOF") and not who and why and not matched
                for o, who, why, matched in outcomes.values()), outcomes
     # The default rule (training/select_rule.py): image quality AND the CelebA-Spoof
@@ -183,6 +190,27 @@ def test_second_replay_is_stepped_up_and_answers_nothing(client, server):
     passive = [c for c in d.checks if c.required and c.name in ("iqa_lda", "celeba_minifas")]
     assert len(passive) == 2 and all(c.passed for c in passive)
     assert pipeline.step_up_band is not None and pipeline.step_up_band[1] > 0
+
+
+def test_failed_step_ups_pause_the_step_up_for_the_key(client, server):
+    """A key that failed its step-ups is not asked another until they age out: a recording
+    that answers one step-up in n cannot be replayed until it does. Its uncertain sessions
+    are then not live (REJECTED_SPOOF, no challenge asked); the limit here is 1."""
+    from facegate.server.security import FailureLimiter
+
+    auth = server.servicer.auth
+    shipped, auth.step_up_failures = auth.step_up_failures, FailureLimiter(1, 300.0)
+    replay = list(video_frames(VIDEOS / "hm_lestari15" / "spoof" / "fake.mp4", every=3))
+    try:
+        first = client.authenticate(replay, mode="liveness")
+        second = client.authenticate(replay, mode="liveness")
+        asked = [e for e in second.events if e.WhichOneof("event") == "challenge"]
+        assert first.outcome == "CHALLENGE_FAILED", first
+        assert second.outcome == "REJECTED_SPOOF" and not asked and not second.live, second
+        # Another key's sessions are still stepped up.
+        assert not auth.step_up_failures.over("key:someone-else")
+    finally:
+        auth.step_up_failures = shipped
 
 
 def test_opt_in_fusion_trades_attacks_for_live_users(server):

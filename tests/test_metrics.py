@@ -111,3 +111,33 @@ def test_learned_fusion_decides_for_its_inputs_only():
     assert not f.fuse([cue, tex], 8).live
     with pytest.raises(ValueError, match="coefficients"):
         LearnedFusion({"texture_cnn": 0.43}, [1.0], 0.0, 0.5)
+
+
+def test_rule_measurement_fuses_as_the_server_does():
+    from facegate.liveness.fusion import weakest
+    from training.select_rule import fused
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 3))
+    thrs = [0.3, 0.9, 0.0005]
+    want = [weakest(zip(r, thrs)) for r in x]
+    assert fused(x, [0, 1, 2], thrs) == pytest.approx(want, abs=1e-12)
+
+
+def test_gate_thresholds_move_each_check_on_its_own():
+    """Two groups, each with an attack only one check sees. The gate point keeps mean BPCER
+    <= 0.05 and rejects both attacks: the check that sees group a's attack keeps its bite
+    although group b's live faces score lower on it (2 of 40 are rejected)."""
+    from training.select_rule import TARGET_BPCER, gate_thresholds
+
+    live_a = np.column_stack([np.linspace(0.6, 1.0, 40), np.linspace(0.6, 1.0, 40)])
+    spoof_a = np.column_stack([np.full(20, 0.3), np.full(20, 0.9)])
+    live_b = np.column_stack([np.linspace(0.28, 1.0, 40), np.linspace(0.7, 1.0, 40)])
+    spoof_b = np.column_stack([np.full(20, 0.9), np.full(20, 0.4)])
+    oof = {g: (np.vstack([lv, sp]), np.r_[np.ones(len(lv)), np.zeros(len(sp))].astype(int))
+           for g, lv, sp in (("a", live_a, spoof_a), ("b", live_b, spoof_b))}
+    thr = gate_thresholds(oof, [0, 1])
+    bpcer = np.mean([np.mean(~np.all(x[y == 1] >= thr, axis=1)) for x, y in oof.values()])
+    apcer = np.mean([np.mean(np.all(x[y == 0] >= thr, axis=1)) for x, y in oof.values()])
+    assert bpcer <= TARGET_BPCER and apcer == 0.0, (thr, bpcer, apcer)
+    assert thr[0] > 0.3 and thr[1] > 0.4, thr  # each above its attack's score

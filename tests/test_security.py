@@ -578,3 +578,17 @@ def _quiet(fn):
         fn()
     except Exception:  # noqa: BLE001 - the server was killed mid-call
         pass
+
+
+def test_failure_limiter_counts_takes_back_and_limits_per_name():
+    from facegate.server.security import FailureLimiter
+
+    limits = FailureLimiter(2, 300.0)
+    limits.failed("key:a")
+    limits.forgive("key:a")
+    limits.forgive("key:a")  # nothing left to take back
+    limits.failed("key:a")
+    assert not limits.over("key:a")
+    limits.failed("key:a")
+    assert limits.over("key:a") and not limits.over("key:b")
+    assert limits.over("key:b", "key:a")

@@ -86,6 +86,11 @@ class FASCueConfig:
     # Share of the published model's P(spoof) in each face's cue-magnitude target (the rest
     # is the label): 0 = the label-only losses above.
     teacher_cue: float = 0.5
+    # The most cue a live face is asked for (the published model's belief can call a whole
+    # camera's live faces spoofs: minifas_v2 rejects 90% of hm_krzysiek's; uncapped, the cue
+    # learns that shift). Below the operating point's magnitude, a live target keeps the
+    # teacher's ranking without crossing 0.96; 1.0 = no cap.
+    live_cap: float = 1.0
 
 
 def published() -> MiniFASNet:
@@ -157,6 +162,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False) -> FASCueGenerator:
         # spoofs' a hinge (more cue than the target is not punished).
         want = cfg.spoof_margin * ((1 - cfg.teacher_cue) * (~live).float()
                                    + cfg.teacher_cue * t_spoof)
+        want = torch.where(live, want.clamp(max=cfg.live_cap), want)
         over, under = F.relu(mag - want), F.relu(want - mag)
         parts = {
             "reg": (over + under)[live].mean() if live.any() else mag.sum() * 0,
