@@ -52,7 +52,7 @@ def enrolled(server):
 
 
 @pytest.mark.parametrize("clip,suffix,outcome,colour", [
-    (APFOL_LIVE, ".webm", "ACCEPTED", GREEN), (APFOL_SPOOF, ".mp4", "CHALLENGE_FAILED", RED)])
+    (APFOL_LIVE, ".webm", "ACCEPTED", GREEN), (APFOL_SPOOF, ".mp4", "REJECTED_SPOOF", RED)])
 def test_demo_draws_the_decision(server, enrolled, tmp_path, capsys, clip, suffix, outcome,
                                  colour):
     out, still = tmp_path / f"demo{suffix}", tmp_path / "still.png"

@@ -1,6 +1,7 @@
 """The gRPC contract against a real server on a real port: health, reflection, gallery RPCs,
 recognition through the SDK, and every bad-input case with its status and field."""
 
+import dataclasses
 import time
 
 import grpc
@@ -65,6 +66,20 @@ def test_enroll_identify_verify_with_photos(client, server):
     for face in (obama2, obama2, obama2, biden, biden, biden):
         best.add(face)
     assert len(best.faces) == 2 and all(f is biden for f in best.faces)
+    # Of those, the ones in the stream's resting pose: a turned face (a head move's frame)
+    # is not the template, however large; the rest pose is the stream's own median, not 0.
+    from facegate.liveness.headpose import HeadPose
+
+    x0, y0, x1, y1 = obama2.box
+    turned = dataclasses.replace(obama2, box=(x0 - 20, y0 - 20, x1 + 20, y1 + 20))
+    best = _BestFaces(1, window=3)
+    for yaw in (23, 24, 22, 23, 25):
+        best.add(obama2, HeadPose(yaw, 5.0, 0.0))
+    best.add(turned, HeadPose(50.0, 5.0, 0.0))
+    assert len(best.faces) == 1 and best.faces[0] is obama2
+    best.add(turned, HeadPose(50.0, 5.0, 0.0))
+    best.add(turned, HeadPose(52.0, 5.0, 0.0))
+    assert best.faces[0] is turned  # nothing resting left in the window: the best there is
 
 
 def test_verify_unknown_claim_is_a_mismatch_after_the_stream(client):

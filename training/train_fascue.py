@@ -292,7 +292,7 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
 
 
 # Recipes measured beside the shipped one (each its own card; see the card's table).
-VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained")
+VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
