@@ -210,10 +210,15 @@ class FASCueGenerator(nn.Module):
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], width: int = 8,
-                 skips: int = 4) -> None:
+                 skips: int = 4, norm: str = "none") -> None:
         super().__init__()
         from facegate.liveness.minifasnet import MiniFASNet
 
+        if norm not in ("none", "layer"):
+            raise ValueError(f"norm must be 'none' or 'layer', not {norm!r}")
+        # "layer": each face's head features standardised (over channels and positions)
+        # before the decoder: a camera that scales every activation draws no cue for it.
+        self.norm = norm
         self.encoder = MiniFASNet(shapes)
         e = self.encoder
         chans = [e.conv_34.project.conv.out_channels, e.conv_23.project.conv.out_channels,
@@ -241,6 +246,8 @@ class FASCueGenerator(nn.Module):
 
     def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         h = feats[-1]
+        if self.norm == "layer":
+            h = F.layer_norm(h, h.shape[1:])
         for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
             h = up(h, skip, k < self.skips)
         return torch.tanh(self.head(h))

@@ -91,6 +91,9 @@ class FASCueConfig:
     # learns that shift). Below the operating point's magnitude, a live target keeps the
     # teacher's ranking without crossing 0.96; 1.0 = no cap.
     live_cap: float = 1.0
+    # The decoder's input per face: "none", or "layer" (standardised over channels and
+    # positions; see FASCueGenerator).
+    norm: str = "none"
 
 
 def published() -> MiniFASNet:
@@ -100,10 +103,10 @@ def published() -> MiniFASNet:
     return model
 
 
-def new_generator(width: int, skips: int) -> FASCueGenerator:
+def new_generator(width: int, skips: int, norm: str = "none") -> FASCueGenerator:
     base = published()
     gen = FASCueGenerator({k: tuple(v.shape) for k, v in base.state_dict().items()}, width,
-                          skips)
+                          skips, norm)
     gen.encoder.load_state_dict(base.state_dict())
     return gen
 
@@ -119,7 +122,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False) -> FASCueGenerator:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     teacher = published().eval()
-    gen = new_generator(cfg.width, cfg.skips)
+    gen = new_generator(cfg.width, cfg.skips, cfg.norm)
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -311,7 +314,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     write_safetensors(gen, path)
     probe = np.concatenate([group_eval(sets, g)[0][:8] for g in sorted(groups)])
     ref = magnitudes(gen, probe)
-    half = new_generator(cfg.width, cfg.skips)
+    half = new_generator(cfg.width, cfg.skips, cfg.norm)
     half.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     gain = card["cue_gain"]
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
@@ -321,7 +324,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "architecture": f"FASCueGenerator(width={cfg.width}): U-Net on a MiniFASNetV2 "
                         "encoder (Silent-Face layout), decoder with skips, tanh cue map",
-        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips},
+        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm},
         "check": "facegate.liveness.spoofcue:FASCueCheck",
         "input_size": base.input_size, "preprocessing": dict(base.preprocessing),
         "threshold": OPERATING_POINT,
