@@ -71,6 +71,18 @@ def test_pretrained_encoder_generator_shapes_and_start():
     assert cue.shape == x.shape and emb.shape == (2, 128) and logits.shape == (2, 3)
     assert float(cue.abs().max()) == 0.0  # zero-initialised head: no cue before training
     assert torch.allclose(logits, published, atol=1e-4)  # the head is the published network
+    # norm="layer" (an experiment, card spoof_cue_norm): the decoder's input standardised per
+    # face, so a camera that scales the head's features changes nothing it draws.
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    normed = FASCueGenerator(shapes, width=8, skips=0, norm="layer")
+    normed.encoder.load_state_dict(state)
+    torch.nn.init.normal_(normed.head.weight, std=0.1)
+    feats = normed.eval()._encode(x)
+    scaled = feats[:-1] + [feats[-1] * 3.0]
+    with torch.no_grad():
+        assert torch.allclose(normed._decode(feats), normed._decode(scaled), atol=1e-4)
+    with pytest.raises(ValueError, match="norm"):
+        FASCueGenerator(shapes, norm="batch")
 
 
 @pytest.fixture(scope="module")

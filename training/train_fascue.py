@@ -295,7 +295,8 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
 
 
 # Recipes measured beside the shipped one (each its own card; see the card's table).
-VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06")
+VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
+            "spoof_cue_aug06_300", "spoof_cue_norm")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
