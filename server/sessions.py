@@ -126,10 +126,10 @@ class _BestFaces:
     """The faces recognition sees: the ``k`` best (detection score times face size) of the
     last ``window`` face frames, the frames whose scores the liveness verdict averages,
     those in the person's resting pose first: within REST_DEGREES of the stream's median
-    yaw and pitch (a head move's frames, turned and blurred, matched the enrolled person at
-    0.34 where a resting frame of the same session did at 0.73; solvePnP on a generic face
-    reads one person's frontal pose at 23 degrees, so the pose is judged against the
-    stream's own).
+    yaw and pitch (after head moves a turned, blurred frame could be the template, and a
+    live user who had answered the step-up went unrecognised in bench/challenge_latency.py;
+    solvePnP on a generic face reads that person's frontal pose at 23 degrees, so the pose
+    is judged against the stream's own).
 
     The identity comes from frames that were judged live: a sharp printed face held up
     first, then a live face for the judged frames, is matched as the live face, never as
