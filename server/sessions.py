@@ -139,23 +139,25 @@ class _BestFaces:
 
     def __init__(self, k: int, window: int) -> None:
         self.k = k
-        self.recent: deque[Face] = deque(maxlen=max(k, window))
-        self._poses: deque[HeadPose | None] = deque(maxlen=max(k, window))
+        self._window: deque[tuple[Face, HeadPose | None]] = deque(maxlen=max(k, window))
         self._seen: deque[tuple[float, float]] = deque(maxlen=300)  # the stream's poses
 
     def add(self, face: Face, pose: HeadPose | None = None) -> None:
         """``pose``: the frame's head pose (None: not measured)."""
-        self.recent.append(face)
-        self._poses.append(pose)
+        self._window.append((face, pose))
         if pose is not None:
             self._seen.append((pose.yaw, pose.pitch))
 
     @property
+    def recent(self) -> list[Face]:
+        return [f for f, _ in self._window]
+
+    @property
     def faces(self) -> list[Face]:
-        resting = list(self.recent)
+        resting = []
         if self._seen:
             yaw, pitch = np.median(np.array(self._seen), axis=0)
-            resting = [f for f, p in zip(self.recent, self._poses) if p is not None
+            resting = [f for f, p in self._window if p is not None
                        and abs(p.yaw - yaw) <= REST_DEGREES
                        and abs(p.pitch - pitch) <= REST_DEGREES]
         return sorted(resting or self.recent, key=_quality, reverse=True)[:self.k]
