@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     return DATA
+
+
+@contextlib.contextmanager
+def every_session_stepped_up(pipeline):
+    """The step-up band widened to every score: the server asks the step-up whatever the
+    passive verdict (which the shipped band decides; weights/cards/rules.md measures it)."""
+    shipped = pipeline.step_up_band
+    pipeline.step_up_band = (0.5, 0.5)
+    try:
+        yield
+    finally:
+        pipeline.step_up_band = shipped
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """End to end over gRPC with the shared videos: enrol from a live clip, identify the person
 in it, reject the replay of that clip without ever reaching the matcher."""
 
-import contextlib
 import itertools
 
 import pytest
 
 from facegate.client.media import video_frames
 
-from .conftest import VIDEOS
+from .conftest import VIDEOS, every_session_stepped_up
 
 APFOL_LIVE = VIDEOS / "hm_apfol" / "live" / "real2.webm"
 APFOL_SPOOF = VIDEOS / "hm_apfol" / "spoof" / "fake2.webm"
@@ -44,18 +43,6 @@ def test_verify_the_claim(client, enrolled):
     assert d.outcome == "ACCEPTED" and d.subject_id == "apfol"
 
 
-@contextlib.contextmanager
-def _every_session_stepped_up(pipeline):
-    """The step-up band widened to every score: the server asks the step-up whatever the
-    passive verdict (which the shipped band decides; weights/cards/rules.md measures it)."""
-    shipped = pipeline.step_up_band
-    pipeline.step_up_band = (0.5, 0.5)
-    try:
-        yield
-    finally:
-        pipeline.step_up_band = shipped
-
-
 class _Drawn:
     """The step-up's random source told which order to draw (the server's own is the OS's):
     the test tries every order the server can ask."""
@@ -86,7 +73,7 @@ def test_replay_is_rejected_before_the_matcher(client, enrolled, server):
     assert len(orders) == 6  # TURN_LEFT, TURN_RIGHT, LOOK_UP in any order
     outcomes = {}
     try:
-        with _every_session_stepped_up(pipeline):
+        with every_session_stepped_up(pipeline):
             for order in orders:
                 pipeline.rng = _Drawn(order)
                 calls = server.servicer.auth.match_calls
@@ -194,7 +181,7 @@ def test_second_replay_is_stepped_up_and_answers_nothing(client, server):
     from facegate.client.v1 import facegate_pb2 as pb
 
     pipeline = server.servicer.auth.pipeline
-    with _every_session_stepped_up(pipeline):
+    with every_session_stepped_up(pipeline):
         d = client.authenticate(video_frames(LESTARI_SPOOF, every=3), mode="liveness")
     asked = [pb.Challenge.Name(e.challenge.challenge) for e in d.events
              if e.WhichOneof("event") == "challenge"]
@@ -216,7 +203,7 @@ def test_failed_step_ups_pause_the_step_up_for_the_key(client, server):
     shipped, auth.step_up_failures = auth.step_up_failures, FailureLimiter(1, 300.0)
     replay = list(video_frames(LESTARI_SPOOF, every=3))
     try:
-        with _every_session_stepped_up(auth.pipeline):
+        with every_session_stepped_up(auth.pipeline):
             first = client.authenticate(replay, mode="liveness")
             second = client.authenticate(replay, mode="liveness")
         asked = [e for e in second.events if e.WhichOneof("event") == "challenge"]

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from facegate.client import FaceGateClient, InvalidArgument
 from facegate.client.media import video_frames
 
-from .conftest import IDENTITY, VIDEOS
+from .conftest import IDENTITY, VIDEOS, every_session_stepped_up
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,9 @@ def test_metrics_count_real_sessions(metered):
     with FaceGateClient(f"localhost:{metered.port}") as c:
         live = c.authenticate(video_frames(VIDEOS / "hm_apfol" / "live" / "real2.webm",
                                            every=3), mode="liveness")
-        pipeline = metered.servicer.auth.pipeline
-        shipped, pipeline.step_up_band = pipeline.step_up_band, (0.5, 0.5)  # stepped up
-        try:
+        with every_session_stepped_up(metered.servicer.auth.pipeline):
             spoof = c.authenticate(video_frames(VIDEOS / "hm_lestari15" / "spoof" / "fake.mp4",
                                                 every=3), mode="liveness")
-        finally:
-            pipeline.step_up_band = shipped
         with pytest.raises(InvalidArgument):
             c.check_liveness(b"not an image")
         assert c.enroll("obama", [IDENTITY / "obama.jpg"], skip_liveness=True).enrolled
