@@ -244,23 +244,28 @@ class FASCueGenerator(nn.Module):
         top = e.conv_6_sep(e.conv_5(e.conv_45(s3)))
         return [x if self.full is None else self.full(x / 255.0), s1, s2, s3, top]
 
-    def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def _decode(self, feats: list[torch.Tensor], levels: list | None = None) -> torch.Tensor:
         h = feats[-1]
         if self.norm == "layer":
             h = F.layer_norm(h, h.shape[1:])
         for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
             h = up(h, skip, k < self.skips)
+            if levels is not None:
+                levels.append(h)
         return torch.tanh(self.head(h))
 
     def cue(self, x: torch.Tensor) -> torch.Tensor:
         """The cue map alone (what is served)."""
         return self._decode(self._encode(x))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, levels: list | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``levels``, when given, receives the decoder's feature map at each size (10, 20,
+        40, 80 px), for a loss on what the cue is drawn from."""
         feats = self._encode(x)
         e = self.encoder
         emb = e.bn(e.linear(e.conv_6_dw(feats[-1]).flatten(1)))
-        return self._decode(feats), emb, e.prob(emb)
+        return self._decode(feats, levels), emb, e.prob(emb)
 
 
 class FASCueModule(nn.Module):

@@ -205,3 +205,32 @@ def test_pretrained_encoder_training_smoke():
     gen = train(cells, FASCueConfig(steps=3, batch_size=8, frozen="all", skips=0))
     m = magnitudes(gen, cells[0][0])
     assert m.shape == (4,) and (m > 0).all() and (cue_score(m) <= 1).all()
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    from training.train_fascue import _Reverse
+
+    x = torch.ones(3, requires_grad=True)
+    _Reverse.apply(x, 0.5).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5))
+
+
+@pytest.mark.slow
+def test_fixed_teachers_and_domain_alignment_training_smoke():
+    """The recipe's options on real crops: a second teacher's P(spoof) per face (lenient on
+    live faces, strict on spoofs) and the live-only domain classifier over two live groups."""
+    from training.train_fascue import FASCueConfig, magnitudes, train
+
+    check = build_check("minifas_v2")
+    live = np.stack([check.crop(f) for f in nuaa_faces("live", 4)])
+    spoof = np.stack([check.crop(f) for f in nuaa_faces("spoof", 4)])
+    cells = [(spoof[:2], 0), (spoof[2:], 0), (live[:2], 1), (live[2:], 1)]
+    teacher = [(np.full((len(c), 1), p, np.float32), k) for (c, k), p
+               in zip(cells, (0.9, 0.7, 0.8, 0.1))]
+    with pytest.raises(ValueError, match="even"):  # torch aborts on an odd batch here
+        train(cells[1:], FASCueConfig(steps=1, batch_size=9))
+    cfg = FASCueConfig(steps=3, batch_size=8, teachers="minifas_v2,celeba_minifas",
+                       teacher_live="min", teacher_spoof="max", alpha_domain=1.0)
+    gen = train(cells, cfg, teacher_cells=teacher)
+    m = magnitudes(gen, spoof)
+    assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()

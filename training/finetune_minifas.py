@@ -60,8 +60,9 @@ def load_sets() -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def cells(sets: dict, groups: set[str]) -> list[np.ndarray]:
-    """Training crops per (group, class) cell of ``groups``."""
+def cells(sets: dict, groups: set[str], key: str = "crops") -> list[tuple[np.ndarray, int]]:
+    """Training crops (or another per-face array of ``sets``, ``key``, in the same order)
+    per (group, class) cell of ``groups``."""
     per: dict[tuple[str, int], list[np.ndarray]] = {}
     for source, s in sets.items():
         g = D.group_of(source)
@@ -70,7 +71,7 @@ def cells(sets: dict, groups: set[str]) -> list[np.ndarray]:
         for c in (0, 1):
             m = s["train"] & (s["labels"] == c)
             if m.any():
-                per.setdefault((g, c), []).append(s["crops"][m])
+                per.setdefault((g, c), []).append(s[key][m])
     return [(np.concatenate(v), c) for (_, c), v in sorted(per.items())]
 
 
