@@ -379,9 +379,30 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
             md.append(f"| from scratch, 64 px tight crop (former spoof_cue) | "
                       f"| | {lo['mean_acer_at_0.96']} | 3 | "
                       "`python -m training.train_spoofcue loso` |")
-        md.append("")
+        md += seed_spread(rows) + [""]
     md += [f"Re-run: `{rep['command']}`, then `python -m training.train_fascue --final`."]
     return "\n".join(md) + "\n"
+
+
+def seed_spread(rows: list[tuple[str, dict]]) -> list[str]:
+    """A line per recipe measured at more than one seed: how far the seeds lie apart (the
+    noise any difference between recipes has to beat)."""
+    by: dict[str, list[tuple[int, str, float]]] = {}
+    for name, v in rows:
+        cfg = asdict(FASCueConfig(**v["config"]))
+        seed = cfg.pop("seed")
+        by.setdefault(json.dumps(cfg, sort_keys=True), []).append(
+            (seed, name, v["mean_nested_acer_at_0.96"]))
+    out = []
+    for runs in by.values():
+        if len(runs) > 1:
+            runs.sort()
+            acers = [a for _, _, a in runs]
+            out.append(f"Seed spread: the recipe of {runs[0][1]} at seeds "
+                       f"{', '.join(str(s) for s, _, _ in runs)} gives mean nested ACER "
+                       f"{' / '.join(str(a) for a in acers)} ({max(acers) - min(acers):.3f} "
+                       "apart): differences between recipes smaller than that are noise.")
+    return [""] + out if out else []
 
 
 def collapse_note(rep: dict) -> str:
@@ -392,7 +413,7 @@ def collapse_note(rep: dict) -> str:
 # Recipes measured beside the shipped one (each its own card; see the card's table).
 VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
-            "spoof_cue_lenient_strict", "spoof_cue_ssdg")
+            "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
