@@ -379,7 +379,7 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
             md.append(f"| from scratch, 64 px tight crop (former spoof_cue) | "
                       f"| | {lo['mean_acer_at_0.96']} | 3 | "
                       "`python -m training.train_spoofcue loso` |")
-        md += seed_spread(rows) + [""]
+        md += seed_spread([(NAME, rep)] + rows) + [""]
     md += [f"Re-run: `{rep['command']}`, then `python -m training.train_fascue --final`."]
     return "\n".join(md) + "\n"
 
@@ -413,7 +413,8 @@ def collapse_note(rep: dict) -> str:
 # Recipes measured beside the shipped one (each its own card; see the card's table).
 VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
-            "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1")
+            "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
+            "spoof_cue_seed1")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
