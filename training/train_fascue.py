@@ -192,11 +192,13 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
             p.requires_grad_(False)
     enc = [p for p in gen.encoder.parameters() if p.requires_grad]
     rest = [p for n, p in gen.named_parameters() if not n.startswith("encoder.")]
-    # Domain labels of live faces: the index of their group's live cell.
-    live_cells = [k for k, (_, c) in enumerate(train_cells) if c == D.LIVE]
-    domain = domain_classifier(gen, max(len(live_cells), 1))
-    groups = [{"params": rest + list(aux.parameters()) + list(domain.parameters()),
-               "lr": cfg.lr}]
+    # Domain label of a live face: the index of its group's live cell.
+    domain_of = {k: i for i, k in enumerate(
+        k for k, (_, c) in enumerate(train_cells) if c == D.LIVE)}
+    domain = domain_classifier(gen, len(domain_of)) \
+        if cfg.alpha_domain and len(domain_of) > 1 else None
+    groups = [{"params": rest + list(aux.parameters())
+               + (list(domain.parameters()) if domain else []), "lr": cfg.lr}]
     if enc:  # a frozen encoder has nothing to optimise
         groups.append({"params": enc, "lr": cfg.encoder_lr})
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
@@ -229,10 +231,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
         with torch.no_grad():
             t_logits = teacher(x)
             target = F.softmax(t_logits / t, dim=1)
-            beliefs = [1.0 - F.softmax(t_logits, dim=1)[:, real]] \
-                if BASE in cfg.teachers.split(",") else []
-            beliefs += list(torch.from_numpy(np.array(fixed, np.float32).reshape(len(ys), -1)).T)
-            beliefs = torch.stack(beliefs, 1)
+            # (faces, teachers) P(spoof): BASE on the augmented input, then the fixed ones.
+            base = 1.0 - F.softmax(t_logits, dim=1)[:, real:real + 1]
+            beliefs = torch.cat([base[:, :int(BASE in cfg.teachers.split(","))],
+                                 torch.from_numpy(np.array(fixed, np.float32)
+                                                  .reshape(len(ys), -1))], 1)
         live = y == D.LIVE
         pick = {"mean": beliefs.mean(1), "min": beliefs.min(1).values,
                 "max": beliefs.max(1).values}
@@ -254,11 +257,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
                                 reduction="batchmean") * t * t}
         weights = {"reg": cfg.alpha_reg, "spoof": cfg.alpha_spoof, "aux": cfg.alpha_aux,
                    "trip": cfg.alpha_trip, "distill": cfg.alpha_distill}
-        if cfg.alpha_domain and len(live_cells) > 1:
+        if domain is not None:
             # The reversal ramps up over training (Ganin & Lempitsky's schedule).
             ramp = 2.0 / (1.0 + np.exp(-10.0 * step / cfg.steps)) - 1.0
             pooled = torch.cat([F.adaptive_avg_pool2d(h, 1).flatten(1) for h in levels], 1)
-            d = torch.tensor([live_cells.index(k) if k in live_cells else -1 for k in cell])
+            d = torch.tensor([domain_of.get(k, -1) for k in cell])
             parts["domain"] = F.cross_entropy(domain(_Reverse.apply(pooled[live], ramp)),
                                               d[live])
             weights["domain"] = cfg.alpha_domain
@@ -274,6 +277,13 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
                                                      for k, v in sums.items()), flush=True)
             sums = {}
     return gen.eval()
+
+
+def train_groups(sets: dict, groups: set[str], cfg: FASCueConfig, log: bool = False
+                 ) -> FASCueGenerator:
+    """:func:`train` on the (group, class) cells of ``groups`` in ``sets`` (with their
+    fixed teachers' scores, :func:`add_teacher_scores`)."""
+    return train(cells(sets, groups), cfg, log, teacher_cells=cells(sets, groups, "teacher"))
 
 
 def as_input(crops) -> torch.Tensor:
@@ -429,7 +439,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     sets = load_sets()
     add_teacher_scores(sets, fixed_teachers(cfg))
     groups = {D.group_of(s) for s in sets}
-    gen = train(cells(sets, groups), cfg, log=True, teacher_cells=cells(sets, groups, "teacher"))
+    gen = train_groups(sets, groups, cfg, log=True)
     path = out / "spoof_cue.safetensors"
     write_safetensors(gen, path)
     probe = np.concatenate([group_eval(sets, g)[0][:8] for g in sorted(groups)])
@@ -465,6 +475,13 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     print(f"wrote {path} (gain {gain}, fp16 delta {delta:.5f})")
 
 
+def write_card(path: Path, rep: dict) -> None:
+    """The report as ``path`` (JSON); the shipped card also as markdown beside it."""
+    path.write_text(json.dumps(rep) + "\n")
+    if path.stem == NAME:
+        path.with_suffix(".md").write_text(markdown(rep, path.parent))
+
+
 def rescore(card: Path) -> dict:
     """A card's report recomputed from its stored out-of-fold magnitudes (after a change to
     the report, without training)."""
@@ -490,12 +507,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="rewrite the card from its stored out-of-fold magnitudes (no training)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    path = args.out / "cards" / f"{args.card}.json"
     if args.rescore:
-        path = args.out / "cards" / f"{args.card}.json"
-        rep = rescore(path)
-        path.write_text(json.dumps(rep) + "\n")
-        if args.card == NAME:
-            path.with_suffix(".md").write_text(markdown(rep, path.parent))
+        write_card(path, rescore(path))
         return
     cfg = FASCueConfig(steps=args.steps)
     for kv in args.set:
@@ -514,9 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     oof = {}
     for g in held:
         t0 = time.time()
-        train_groups = set(groups) - {g}
-        gen = train(cells(sets, train_groups), cfg, log=len(held) == 1,
-                    teacher_cells=cells(sets, train_groups, "teacher"))
+        gen = train_groups(sets, set(groups) - {g}, cfg, log=len(held) == 1)
         crops, labels = group_eval(sets, g)
         if g in base_labels and not np.array_equal(base_labels[g], labels):
             raise ValueError(f"group {g}: not the faces the pretrained scores are of")
@@ -529,10 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     rep = report_of(oof, cfg, held)
     rep["command"] += f" --set {' '.join(args.set)}" if args.set else ""
     rep["command"] += f" --card {args.card}" if args.card != NAME else ""
-    path = args.out / "cards" / f"{args.card}.json"
-    path.write_text(json.dumps(rep) + "\n")
-    if args.card == NAME:
-        path.with_suffix(".md").write_text(markdown(rep, path.parent))
+    write_card(path, rep)
     print(json.dumps({k: rep[k] for k in ("mean_nested_acer_at_0.96",
                                           "max_nested_acer_at_0.96", "collapsed_folds",
                                           "cue_gain")}))
