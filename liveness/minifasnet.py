@@ -119,7 +119,8 @@ class MiniFASNet(nn.Module):
                                           for i in range(n)]))
         c6 = shapes["conv_6_sep.conv.weight"][0]
         self.conv_6_sep = ConvBlock(shapes["conv_6_sep.conv.weight"][1], c6)
-        self.conv_6_dw = ConvBlock(c6, c6, 5, 1, 0, groups=c6, linear=True)
+        k6 = shapes["conv_6_dw.conv.weight"][2]  # 5 at 80 px, 8 at 128 px
+        self.conv_6_dw = ConvBlock(c6, c6, k6, 1, 0, groups=c6, linear=True)
         emb = shapes["linear.weight"][0]
         self.linear = nn.Linear(c6, emb, bias=False)
         self.bn = nn.BatchNorm1d(emb)
@@ -132,6 +133,55 @@ class MiniFASNet(nn.Module):
         x = self.conv_5(self.conv_45(x))
         x = self.conv_6_dw(self.conv_6_sep(x)).flatten(1)
         return self.prob(self.bn(self.linear(x)))
+
+
+def state_from_onnx(model_bytes: bytes, eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """A :class:`MiniFASNet` state dict from an ONNX export of the same layout (the
+    CelebA-Spoof MiniFASNetV2-SE), named after the export's node paths.
+
+    The exporter folded every batch norm after a convolution into the convolution's weight
+    and bias; here each such batch norm becomes identity plus that bias (running mean 0,
+    variance 1 - eps, scale 1), so the network computes what the ONNX graph does.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(model_bytes).graph
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+            for t in graph.initializer}
+    state: dict[str, torch.Tensor] = {}
+
+    def identity_bn(prefix: str, bias: torch.Tensor) -> None:
+        state.update({f"{prefix}.weight": torch.ones_like(bias), f"{prefix}.bias": bias,
+                      f"{prefix}.running_mean": torch.zeros_like(bias),
+                      f"{prefix}.running_var": torch.full_like(bias, 1.0 - eps),
+                      f"{prefix}.num_batches_tracked": torch.tensor(0)})
+
+    matmuls = []
+    for node in graph.node:
+        # "/conv_5/model/model.1/project/conv/Conv_output_0" -> "conv_5.model.1.project"
+        name = ".".join(node.output[0].strip("/").split("/")[:-1]).replace(
+            ".model.model.", ".model.")
+        if node.op_type == "Conv":
+            weight, bias = init[node.input[1]], init[node.input[2]]
+            block, leaf = name.rsplit(".", 1)
+            if leaf in ("fc1", "fc2"):  # squeeze-excite: fcN + bnN
+                state[f"{block}.{leaf}.weight"] = weight
+                identity_bn(f"{block}.bn{leaf[-1]}", bias)
+            else:  # a ConvBlock's conv (its batch norm folded in)
+                state[f"{block}.conv.weight"] = weight
+                identity_bn(f"{block}.bn", bias)
+        elif node.op_type == "PRelu":
+            state[f"{name}.weight"] = init[node.input[1]].flatten()
+        elif node.op_type == "MatMul":
+            matmuls.append(init[node.input[1]].T.contiguous())
+        elif node.op_type == "BatchNormalization":
+            for name, i in (("weight", 1), ("bias", 2), ("running_mean", 3),
+                            ("running_var", 4)):
+                state[f"bn.{name}"] = init[node.input[i]]
+            state["bn.num_batches_tracked"] = torch.tensor(0)
+    state["linear.weight"], state["prob.weight"] = matmuls
+    return state
 
 
 def silentface_box(box: tuple[float, float, float, float], frame_hw: tuple[int, int],

@@ -210,7 +210,9 @@ class FASCueGenerator(nn.Module):
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], width: int = 8,
-                 skips: int = 4, norm: str = "none") -> None:
+                 skips: int = 4, norm: str = "none",
+                 second: Mapping[str, tuple[int, ...]] | None = None,
+                 second_size: int = 128) -> None:
         super().__init__()
         from facegate.liveness.minifasnet import MiniFASNet
 
@@ -227,7 +229,15 @@ class FASCueGenerator(nn.Module):
         self.skips = skips
         self.full = _conv_bn_relu(3, w) if skips >= 4 else None
         outs = [8 * w, 4 * w, 2 * w, w]
-        ins = [e.conv_6_sep.conv.out_channels] + outs[:-1]
+        top = e.conv_6_sep.conv.out_channels
+        # ``second``: another MiniFASNet (e.g. the CelebA-Spoof one, RGB in [0, 1] at
+        # ``second_size`` px) on the same crop; with it the decoder also reads both
+        # networks' pooled head features (their 5x5 / 8x8 depthwise head), over every cell.
+        self.second = MiniFASNet(second) if second is not None else None
+        self.second_size = second_size
+        if self.second is not None:
+            top += e.conv_6_dw.conv.out_channels + self.second.conv_6_dw.conv.out_channels
+        ins = [top] + outs[:-1]
         self.dec = nn.ModuleList([_Up(i, c if k < skips else 0, o)
                                   for k, (i, c, o) in enumerate(zip(ins, chans, outs))])
         self.head = nn.Conv2d(w, 3, 3, padding=1)
@@ -242,6 +252,14 @@ class FASCueGenerator(nn.Module):
         s2 = e.conv_3(e.conv_23(s1))
         s3 = e.conv_4(e.conv_34(s2))
         top = e.conv_6_sep(e.conv_5(e.conv_45(s3)))
+        if self.second is not None:
+            f = self.second
+            rgb = F.interpolate(x.flip(1) / 255.0, size=self.second_size, mode="bilinear",
+                                align_corners=False)
+            h = f.conv_6_sep(f.conv_5(f.conv_45(f.conv_4(f.conv_34(f.conv_3(f.conv_23(
+                f.conv2_dw(f.conv1(rgb)))))))))
+            pooled = torch.cat([e.conv_6_dw(top), f.conv_6_dw(h)], 1)
+            top = torch.cat([top, pooled.expand(-1, -1, *top.shape[-2:])], 1)
         return [x if self.full is None else self.full(x / 255.0), s1, s2, s3, top]
 
     def _decode(self, feats: list[torch.Tensor], levels: list | None = None) -> torch.Tensor:
@@ -264,7 +282,8 @@ class FASCueGenerator(nn.Module):
         40, 80 px), for a loss on what the cue is drawn from."""
         feats = self._encode(x)
         e = self.encoder
-        emb = e.bn(e.linear(e.conv_6_dw(feats[-1]).flatten(1)))
+        head = feats[-1][:, :e.conv_6_sep.conv.out_channels]
+        emb = e.bn(e.linear(e.conv_6_dw(head).flatten(1)))
         return self._decode(feats, levels), emb, e.prob(emb)
 
 
@@ -295,10 +314,10 @@ class FASCueCheck(SpoofCueCheck):
         state = load_entry_state(e)
         self.gain = float(e.extra.get("cue_gain", 1.0))
         self.crop_scale = float(e.preprocessing["scale"])
-        kwargs = e.extra.get("arch_kwargs", {})
-        shapes = {k.removeprefix("encoder."): tuple(v.shape) for k, v in state.items()
-                  if k.startswith("encoder.")}
-        generator = FASCueGenerator(shapes, **kwargs)
+        kwargs = dict(e.extra.get("arch_kwargs", {}))
+        shapes, second = ({k.removeprefix(p): tuple(v.shape) for k, v in state.items()
+                           if k.startswith(p)} for p in ("encoder.", "second."))
+        generator = FASCueGenerator(shapes, **kwargs, second=second or None)
         generator.load_state_dict(state)
         self.generator = inference_module(
             FASCueModule(generator.eval()),

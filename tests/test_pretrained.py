@@ -13,7 +13,7 @@ import torch
 
 from facegate.liveness.checks import build_check
 from facegate.liveness.detect import FaceDetector, load_image
-from facegate.liveness.minifasnet import MiniFASNet
+from facegate.liveness.minifasnet import MiniFASNet, state_from_onnx
 
 from .conftest import DATA
 
@@ -117,6 +117,25 @@ def test_celeba_model_scores_match_the_published_recipe(nuaa):
         ours = float(check.predict_crops(check.crop(face)[None])[0])
         ref = _reference_celeba(face, MODELS / "vietanh_minifas" / "best_model.onnx")
         assert ours == pytest.approx(ref, abs=1e-4)
+
+
+def test_celeba_onnx_read_into_our_network_scores_as_the_onnx_graph(nuaa):
+    """The CelebA-Spoof model's ONNX weights in facegate's MiniFASNet (batch norms folded by
+    the exporter, kernel 8 head at 128 px): the same P(real) as the ONNX graph on real crops,
+    so the spoof cue can use it as a (frozen) torch encoder."""
+    from facegate.weights import entry, verify
+
+    check = build_check("celeba_minifas")
+    state = state_from_onnx(verify(entry("celeba_minifas")).path.read_bytes())
+    net = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
+    net.load_state_dict(state)  # strict: every parameter of the layout came from the graph
+    assert net.conv_6_dw.conv.kernel_size == (8, 8) and net.prob.out_features == 2
+    crops = np.stack([check.crop(f) for f in nuaa["live"] + nuaa["spoof"]])
+    x = torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    with torch.no_grad():
+        ours = torch.softmax(net.eval()(x).double(), 1)[:, 0].numpy()
+    np.testing.assert_allclose(ours, check.predict_crops(crops), atol=1e-4)
+    assert np.ptp(ours) > 0.1  # real faces of both classes: the scores are not constant
 
 
 def test_pretrained_checks_separate_nuaa_prints_on_full_frames(nuaa):

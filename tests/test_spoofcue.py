@@ -234,3 +234,37 @@ def test_fixed_teachers_and_domain_alignment_training_smoke():
     gen = train(cells, cfg, teacher_cells=teacher)
     m = magnitudes(gen, spoof)
     assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()
+
+
+@pytest.mark.slow
+def test_second_encoder_and_magnitude_loss_training_smoke(tmp_path):
+    """The CelebA-Spoof network as a frozen second encoder on the same crop, the logistic
+    loss on the cue magnitude, a few real steps; the trained generator saved and served by
+    FASCueCheck (its ``second.`` weights found in the file) scores as in training."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from facegate.weights import register
+    from training.train_fascue import FASCueConfig, magnitudes, second_state, train
+
+    check = build_check("minifas_v2")
+    live = np.stack([check.crop(f) for f in nuaa_faces("live", 4)])
+    spoof = np.stack([check.crop(f) for f in nuaa_faces("spoof", 4)])
+    cfg = FASCueConfig(steps=3, batch_size=8, second="celeba_minifas", alpha_bce=1.0)
+    gen = train([(spoof, 0), (live, 1)], cfg)
+    published = second_state("celeba_minifas")  # frozen: still the published network
+    assert all(torch.equal(published[k], v) for k, v in gen.second.state_dict().items())
+    m = magnitudes(gen, spoof)
+    assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()
+    path = tmp_path / "cue.safetensors"
+    save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(path))
+    shipped = json.loads(entry("spoof_cue").registry_dir.joinpath("registry.json")
+                         .read_text())["spoof_cue"]
+    register("spoof_cue", shipped | {
+        "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "cue_gain": 1.0, "arch_kwargs": {"width": 8, "skips": 0, "norm": "none",
+                                         "second_size": 128}}, tmp_path / "registry.json")
+    served = FASCueCheck("spoof_cue", registry=tmp_path / "registry.json")
+    assert served.generator is not None
+    np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m), atol=1e-4)

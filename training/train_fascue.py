@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from facegate.liveness.metrics import pad_report
-from facegate.liveness.minifasnet import MiniFASNet
+from facegate.liveness.minifasnet import MiniFASNet, state_from_onnx
 from facegate.liveness.resnet import SmallResNet
 from facegate.liveness.spoofcue import FASCueGenerator, cue_magnitude, cue_score
-from facegate.weights import entry, load_entry_state
+from facegate.weights import entry, load_entry_state, verify
 from training import datasets as D
 from training.common import (
     EVAL_ONLY,
@@ -108,6 +108,15 @@ class FASCueConfig:
     # pooled features of live faces, through gradient reversal, so what the cue is drawn
     # from on a live face does not tell the camera (spoofs are left free). 0 = off.
     alpha_domain: float = 0.0
+    # A logistic loss on each face's cue magnitude itself (live below, spoof above half the
+    # spoof margin, ``bce_width`` wide): what the operating point reads, optimised directly
+    # on the labels, as a linear probe on the frozen features is. 0 = off.
+    alpha_bce: float = 0.0
+    bce_width: float = 0.025
+    # A second published network beside the MiniFASNetV2 encoder, frozen, on the same
+    # context crop (resized for it): "" = none, or "celeba_minifas" (the CelebA-Spoof
+    # MiniFASNetV2-SE; its ONNX weights read into facegate's MiniFASNet).
+    second: str = ""
 
 
 def published() -> MiniFASNet:
@@ -117,19 +126,37 @@ def published() -> MiniFASNet:
     return model
 
 
-def new_generator(width: int, skips: int, norm: str = "none") -> FASCueGenerator:
+def second_state(name: str) -> dict[str, torch.Tensor]:
+    """A published network's state dict in :class:`MiniFASNet`'s layout (``.onnx`` files
+    through :func:`state_from_onnx`)."""
+    e = entry(name)
+    if e.file.endswith(".onnx"):
+        return state_from_onnx(verify(e).path.read_bytes())
+    return load_entry_state(e)
+
+
+def new_generator(width: int, skips: int, norm: str = "none", second: str = ""
+                  ) -> FASCueGenerator:
     base = published()
+    extra = second_state(second) if second else None
     gen = FASCueGenerator({k: tuple(v.shape) for k, v in base.state_dict().items()}, width,
-                          skips, norm)
+                          skips, norm,
+                          second={k: tuple(v.shape) for k, v in extra.items()}
+                          if extra else None,
+                          second_size=entry(second).input_size if second else 128)
     gen.encoder.load_state_dict(base.state_dict())
+    if extra:
+        gen.second.load_state_dict(extra)
+        gen.second.requires_grad_(False)
     return gen
 
 
 def keep_published_statistics(gen: FASCueGenerator) -> None:
-    """The encoder's batch norms in eval mode (published running statistics kept)."""
-    for m in gen.encoder.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    """The encoders' batch norms in eval mode (published running statistics kept)."""
+    for enc in (gen.encoder, gen.second):
+        for m in enc.modules() if enc is not None else ():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def fixed_teachers(cfg: FASCueConfig) -> list[str]:
@@ -182,7 +209,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     teacher = published().eval()
-    gen = new_generator(cfg.width, cfg.skips, cfg.norm)
+    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second)
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -191,7 +218,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
         for p in getattr(gen.encoder, name).parameters():
             p.requires_grad_(False)
     enc = [p for p in gen.encoder.parameters() if p.requires_grad]
-    rest = [p for n, p in gen.named_parameters() if not n.startswith("encoder.")]
+    rest = [p for n, p in gen.named_parameters() if not n.startswith(("encoder.", "second."))]
     # Domain label of a live face: the index of its group's live cell.
     domain_of = {k: i for i, k in enumerate(
         k for k, (_, c) in enumerate(train_cells) if c == D.LIVE)}
@@ -257,6 +284,10 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
                                 reduction="batchmean") * t * t}
         weights = {"reg": cfg.alpha_reg, "spoof": cfg.alpha_spoof, "aux": cfg.alpha_aux,
                    "trip": cfg.alpha_trip, "distill": cfg.alpha_distill}
+        if cfg.alpha_bce:
+            logit = (mag - cfg.spoof_margin / 2) / cfg.bce_width
+            parts["bce"] = F.binary_cross_entropy_with_logits(logit, (~live).float())
+            weights["bce"] = cfg.alpha_bce
         if domain is not None:
             # The reversal ramps up over training (Ganin & Lempitsky's schedule).
             ramp = 2.0 / (1.0 + np.exp(-10.0 * step / cfg.steps)) - 1.0
@@ -342,12 +373,20 @@ def report_of(oof: dict, cfg: FASCueConfig, held: list[str]) -> dict:
 def markdown(rep: dict, cards: Path | None = None) -> str:
     """The card: the recipe, each held-out group at 0.96 (nested gain), and the variants
     whose cards lie beside it (``VARIANTS``)."""
-    cfg = rep["config"]
+    cfg = asdict(FASCueConfig(**rep["config"]))
+    second = ("; beside it, frozen, the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-"
+              "antispoof-onnx, Apache-2.0; its ONNX weights read into the same network code) "
+              "on the same crop resized to 128 px RGB, the decoder also reading both "
+              "networks' pooled head features" if cfg["second"] else "")
+    bce = (f"; a logistic loss x{cfg['alpha_bce']} on each face's mean|cue| against its "
+           f"label (live below {cfg['spoof_margin'] / 2:g}, width {cfg['bce_width']:g})"
+           if cfg["alpha_bce"] else "")
     md = ["# Model card: spoof_cue (spoof cue on a pretrained MiniFASNet encoder)", "",
           "U-Net (`facegate.liveness.spoofcue.FASCueGenerator`): the MiniFASNetV2 encoder "
           "(published Silent-Face weights, Apache-2.0; frozen: "
-          f"`{cfg['frozen']}`), a decoder from the head's 5x5 features ({cfg['skips']} encoder "
-          "skips) to a tanh cue map on the 80x80 BGR context crop (scale 2.7). "
+          f"`{cfg['frozen']}`){second}; a decoder from the head's 5x5 features "
+          f"({cfg['skips']} encoder skips) to a tanh cue map on the 80x80 BGR context crop "
+          "(scale 2.7). "
           f"{cfg['steps']} steps of {cfg['batch_size']} faces balanced over (group, class), "
           "capture/display augmentation (moire, gamma, colour cast, blur, noise, downscale, "
           "JPEG) on both classes. Losses: cue magnitude to its target "
@@ -356,7 +395,7 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
           f"({1 - cfg['teacher_cue']:g} x is-spoof + {cfg['teacher_cue']:g} x the published "
           f"network's P(spoof)); auxiliary classifier on face + cue x{cfg['alpha_aux']}; "
           f"triplet x{cfg['alpha_trip']} and head distillation x{cfg['alpha_distill']} (no "
-          "trainable parameter behind them while the whole encoder is frozen).", "",
+          f"trainable parameter behind them while the whole encoder is frozen){bce}.", "",
           "Score = 1 - gain x mean|cue|, live at >= **0.96**. Each held-out group is judged "
           "with the gain calibrated on the other groups (nested).", "",
           "| held-out group | n live | n spoof | APCER | BPCER | ACER | AUC | gain | "
@@ -424,7 +463,7 @@ def collapse_note(rep: dict) -> str:
 VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
-            "spoof_cue_seed1")
+            "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
@@ -444,7 +483,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     write_safetensors(gen, path)
     probe = np.concatenate([group_eval(sets, g)[0][:8] for g in sorted(groups)])
     ref = magnitudes(gen, probe)
-    half = new_generator(cfg.width, cfg.skips, cfg.norm)
+    half = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second)
     half.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     gain = card["cue_gain"]
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
@@ -453,8 +492,11 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     register("spoof_cue", {
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "architecture": f"FASCueGenerator(width={cfg.width}): U-Net on a MiniFASNetV2 "
-                        "encoder (Silent-Face layout), decoder with skips, tanh cue map",
-        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm},
+                        "encoder (Silent-Face layout)"
+                        + (f", a frozen second encoder ({cfg.second}) on the same crop"
+                           if cfg.second else "") + ", decoder, tanh cue map",
+        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm}
+        | ({"second_size": entry(cfg.second).input_size} if cfg.second else {}),
         "check": "facegate.liveness.spoofcue:FASCueCheck",
         "input_size": base.input_size, "preprocessing": dict(base.preprocessing),
         "threshold": OPERATING_POINT,
@@ -466,9 +508,12 @@ def final(out: Path, cfg: FASCueConfig) -> None:
                     "fp16_max_abs_score_delta": round(delta, 5),
                     "fp16_probe_faces": int(len(probe))},
         "data": "../shared/data/pad: every group (NUAA official train list); "
-                "hm_viguardieiro eval only; encoder from minifas_v2's published weights",
+                "hm_viguardieiro eval only; encoder from minifas_v2's published weights"
+                + (f", second encoder {cfg.second} as published" if cfg.second else ""),
         "license": "Encoder initialised from Apache-2.0 weights (minivision-ai/Silent-Face-"
-                   "Anti-Spoofing, licenses/silentface.txt). " + RESEARCH_LICENSE,
+                   "Anti-Spoofing, licenses/silentface.txt). "
+                   + (f"Second encoder: {entry(cfg.second).license} " if cfg.second else "")
+                   + RESEARCH_LICENSE,
         "train_command": f"python -m training.train_fascue --steps {cfg.steps} && "
                          f"python -m training.train_fascue --final --steps {cfg.steps}",
         "config": asdict(cfg)}, out / "registry.json")
