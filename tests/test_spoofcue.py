@@ -234,6 +234,12 @@ def test_fixed_teachers_and_domain_alignment_training_smoke():
     gen = train(cells, cfg, teacher_cells=teacher)
     m = magnitudes(gen, spoof)
     assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()
+    # The beliefs as ranks within each cell (the published model's on the crops with the
+    # fixed teacher's beside it).
+    ranked = train(cells, FASCueConfig(steps=3, batch_size=8, teacher_rank=True,
+                                       teachers="minifas_v2,celeba_minifas"),
+                   teacher_cells=teacher)
+    assert np.isfinite(magnitudes(ranked, spoof)).all()
 
 
 @pytest.mark.slow

@@ -117,6 +117,11 @@ class FASCueConfig:
     # context crop (resized for it): "" = none, or "celeba_minifas" (the CelebA-Spoof
     # MiniFASNetV2-SE; its ONNX weights read into facegate's MiniFASNet).
     second: str = ""
+    # The teacher's belief as a rank within each training (group, class) cell (0..1, the
+    # teachers' beliefs on the un-augmented crops combined as above) instead of its value:
+    # every camera's live faces then get the same spread of targets, so a camera the
+    # teacher distrusts as a whole is not taught as cue. False = the beliefs as they are.
+    teacher_rank: bool = False
 
 
 def published() -> MiniFASNet:
@@ -239,18 +244,38 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
                          "cells): use an even batch_size // cells * cells")
     t = cfg.temperature
     real = entry(BASE).preprocessing.get("real_class", 1)
+    names = cfg.teachers.split(",")
+
+    def combine(beliefs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """(faces, teachers) P(spoof) -> one belief per face (``teacher_live`` on live
+        faces, ``teacher_spoof`` on spoofs)."""
+        pick = {"mean": beliefs.mean(1), "min": beliefs.min(1).values,
+                "max": beliefs.max(1).values}
+        return torch.where(live, pick[cfg.teacher_live], pick[cfg.teacher_spoof])
+
+    ranks = None
+    if cfg.teacher_rank:
+        ranks = []
+        for k, (crops, c) in enumerate(train_cells):
+            base = 1.0 - batched(lambda b: F.softmax(teacher(as_input(b)), 1)[:, real], crops)
+            cols = [base[:, None]][:int(BASE in names)]
+            cols += [teacher_cells[k][0]] if teacher_cells else []
+            b = combine(torch.from_numpy(np.concatenate(cols, 1).astype(np.float32)),
+                        torch.full((len(crops),), c == D.LIVE)).numpy()
+            ranks.append((np.argsort(np.argsort(b, kind="stable")) + 0.5) / len(b))
     sums: dict[str, float] = {}
     for step in range(cfg.steps):
         gen.train()
         aux.train()
         keep_published_statistics(gen)
-        xs, ys, fixed, cell = [], [], [], []
+        xs, ys, fixed, cell, rank = [], [], [], [], []
         for k, (crops, c) in enumerate(train_cells):
             for i in rng.integers(len(crops), size=per_cell):
                 xs.append(capture_augment(crops[i], rng, cfg.augment_p))
                 ys.append(c)
                 cell.append(k)
                 fixed.append(teacher_cells[k][0][i] if teacher_cells else ())
+                rank.append(ranks[k][i] if ranks else 0.0)
         x = as_input(xs)
         y = torch.tensor(ys)
         levels: list[torch.Tensor] = []
@@ -260,13 +285,12 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
             target = F.softmax(t_logits / t, dim=1)
             # (faces, teachers) P(spoof): BASE on the augmented input, then the fixed ones.
             base = 1.0 - F.softmax(t_logits, dim=1)[:, real:real + 1]
-            beliefs = torch.cat([base[:, :int(BASE in cfg.teachers.split(","))],
+            beliefs = torch.cat([base[:, :int(BASE in names)],
                                  torch.from_numpy(np.array(fixed, np.float32)
                                                   .reshape(len(ys), -1))], 1)
         live = y == D.LIVE
-        pick = {"mean": beliefs.mean(1), "min": beliefs.min(1).values,
-                "max": beliefs.max(1).values}
-        t_spoof = torch.where(live, pick[cfg.teacher_live], pick[cfg.teacher_spoof])
+        t_spoof = torch.tensor(rank, dtype=torch.float32) if ranks \
+            else combine(beliefs, live)
         mag = cue_magnitude(cue)
         # Each face's cue target: the label's (0 live, spoof_margin spoof) mixed with the
         # published model's belief; live faces' share is the published regression loss,
@@ -429,6 +453,15 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
                       f"| | {lo['mean_acer_at_0.96']} | 3 | "
                       "`python -m training.train_spoofcue loso` |")
         md += seed_spread([(NAME, rep)] + rows) + [""]
+    probe = cards / "feature_probe.json" if cards else None
+    if probe and probe.exists():
+        means: dict[str, list[float]] = {}
+        for r in json.loads(probe.read_text())["runs"]:
+            means.setdefault(r["features"], []).append(r["mean_nested_acer"])
+        md += ["What the frozen encoders' features carry: a linear probe on them (labels only, "
+               "[feature_probe.md](feature_probe.md), `python -m training.probe_features`) "
+               "reaches a mean nested ACER, averaged over its regularisation strengths, of "
+               + "; ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items()) + ".", ""]
     md += [f"Re-run: `{rep['command']}`, then `python -m training.train_fascue --final`."]
     return "\n".join(md) + "\n"
 
@@ -463,7 +496,8 @@ def collapse_note(rep: dict) -> str:
 VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
-            "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce")
+            "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
+            "spoof_cue_rank")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
@@ -559,7 +593,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = FASCueConfig(steps=args.steps)
     for kv in args.set:
         k, v = kv.split("=")
-        setattr(cfg, k, type(getattr(cfg, k))(v))
+        kind = type(getattr(cfg, k))
+        if kind is bool and v.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--set {kv}: {k} is true or false")
+        setattr(cfg, k, v.lower() in ("true", "1") if kind is bool else kind(v))
     if args.final:
         final(args.out, cfg)
         return
