@@ -497,7 +497,7 @@ VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
-            "spoof_cue_rank")
+            "spoof_cue_rank", "spoof_cue_dual_bce_labels")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
