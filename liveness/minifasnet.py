@@ -126,13 +126,19 @@ class MiniFASNet(nn.Module):
         self.bn = nn.BatchNorm1d(emb)
         self.prob = nn.Linear(emb, shapes["prob.weight"][0], bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's 1x1 expansion (``conv_6_sep``): (N, 512, 5, 5) at 80 px."""
         x = self.conv2_dw(self.conv1(x))
         x = self.conv_3(self.conv_23(x))
         x = self.conv_4(self.conv_34(x))
-        x = self.conv_5(self.conv_45(x))
-        x = self.conv_6_dw(self.conv_6_sep(x)).flatten(1)
-        return self.prob(self.bn(self.linear(x)))
+        return self.conv_6_sep(self.conv_5(self.conv_45(x)))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise-pooled head features the classifier reads, (N, 512)."""
+        return self.conv_6_dw(self.head(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prob(self.bn(self.linear(self.pooled(x))))
 
 
 def state_from_onnx(model_bytes: bytes, eps: float = 1e-5) -> dict[str, torch.Tensor]:

@@ -253,12 +253,10 @@ class FASCueGenerator(nn.Module):
         s3 = e.conv_4(e.conv_34(s2))
         top = e.conv_6_sep(e.conv_5(e.conv_45(s3)))
         if self.second is not None:
-            f = self.second
             rgb = F.interpolate(x.flip(1) / 255.0, size=self.second_size, mode="bilinear",
                                 align_corners=False)
-            h = f.conv_6_sep(f.conv_5(f.conv_45(f.conv_4(f.conv_34(f.conv_3(f.conv_23(
-                f.conv2_dw(f.conv1(rgb)))))))))
-            pooled = torch.cat([e.conv_6_dw(top), f.conv_6_dw(h)], 1)
+            pooled = torch.cat([e.conv_6_dw(top).flatten(1), self.second.pooled(rgb)],
+                               1)[:, :, None, None]
             top = torch.cat([top, pooled.expand(-1, -1, *top.shape[-2:])], 1)
         return [x if self.full is None else self.full(x / 255.0), s1, s2, s3, top]
 
@@ -314,7 +312,7 @@ class FASCueCheck(SpoofCueCheck):
         state = load_entry_state(e)
         self.gain = float(e.extra.get("cue_gain", 1.0))
         self.crop_scale = float(e.preprocessing["scale"])
-        kwargs = dict(e.extra.get("arch_kwargs", {}))
+        kwargs = e.extra.get("arch_kwargs", {})
         shapes, second = ({k.removeprefix(p): tuple(v.shape) for k, v in state.items()
                            if k.startswith(p)} for p in ("encoder.", "second."))
         generator = FASCueGenerator(shapes, **kwargs, second=second or None)

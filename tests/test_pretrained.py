@@ -167,22 +167,23 @@ def test_fine_tuning_minifas_smoke():
 
 
 def test_feature_probe_reads_what_the_classifier_reads_and_scores_held_out_groups(nuaa):
-    """training/probe_features: the pooled head is the published classifier's input, and the
-    leave-one-group-out probe scores every held-out face of two groups of real faces."""
-    from training.probe_features import pooled_head, probe_loso, second_network, summary
+    """training/probe_features: the pooled head (``MiniFASNet.pooled``) is the published
+    classifier's input, and the leave-one-group-out probe scores every held-out face of two
+    groups of real faces."""
+    from training.probe_features import probe_loso, second_network, summary
     from training.train_fascue import as_input, published
 
     check = build_check("minifas_v2")
     v2 = published().eval()
     crops = np.stack([check.crop(f) for f in nuaa["live"] + nuaa["spoof"]])
     with torch.no_grad():
-        feats = pooled_head(v2, as_input(crops))
+        feats = v2.pooled(as_input(crops))
         assert torch.allclose(v2.prob(v2.bn(v2.linear(feats))), v2(as_input(crops)),
                               atol=1e-4)
         rgb = torch.from_numpy(np.stack([build_check("celeba_minifas").crop(f) for f in
                                          nuaa["live"][:2]]).transpose(0, 3, 1, 2)
                                .astype(np.float32) / 255.0)
-        assert pooled_head(second_network(), rgb).shape == (2, 512)
+        assert second_network().pooled(rgb).shape == (2, 512)
     labels = np.array([1] * len(nuaa["live"]) + [0] * len(nuaa["spoof"]))
     halves = [np.arange(len(labels)) % 2 == k for k in (0, 1)]
     sets = {src: {"v2": feats.numpy()[h], "labels": labels[h], "train": np.ones(h.sum(), bool),

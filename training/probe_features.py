@@ -42,13 +42,6 @@ FEATURES = {"minifas_v2": ("v2",), "celeba_minifas (same crop)": ("celeba",),
             "both (CelebA on its own crop)": ("v2", "celeba_own")}
 
 
-def pooled_head(net: MiniFASNet, x: torch.Tensor) -> torch.Tensor:
-    """The network's depthwise-pooled head features (what its classifier reads), (N, C)."""
-    h = net.conv2_dw(net.conv1(x))
-    h = net.conv_4(net.conv_34(net.conv_3(net.conv_23(h))))
-    return net.conv_6_dw(net.conv_6_sep(net.conv_5(net.conv_45(h)))).flatten(1)
-
-
 def second_network() -> MiniFASNet:
     state = second_state(SECOND)
     net = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
@@ -67,16 +60,16 @@ def add_features(sets: dict) -> None:
     def on_cue_crop(c):
         rgb = F.interpolate(as_input(c).flip(1) / 255.0, size=128, mode="bilinear",
                             align_corners=False)
-        return pooled_head(second, rgb)
+        return second.pooled(rgb)
 
     for source, s in sets.items():
-        s["v2"] = batched(lambda c: pooled_head(v2, as_input(c)), s["crops"])
+        s["v2"] = batched(lambda c: v2.pooled(as_input(c)), s["crops"])
         s["celeba"] = batched(on_cue_crop, s["crops"])
         crops, found = context_crops(D.pad_dataset(source).samples(), own)
         idx = np.flatnonzero(found)
         if len(idx) != len(s["labels"]):
             raise ValueError(f"{source}: {SECOND} found other faces than minifas_v2")
-        s["celeba_own"] = batched(lambda c: pooled_head(second, torch.from_numpy(
+        s["celeba_own"] = batched(lambda c: second.pooled(torch.from_numpy(
             c.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)), crops[idx])
 
 
