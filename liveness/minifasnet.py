@@ -182,9 +182,9 @@ def state_from_onnx(model_bytes: bytes, eps: float = 1e-5) -> dict[str, torch.Te
         elif node.op_type == "MatMul":
             matmuls.append(init[node.input[1]].T.contiguous())
         elif node.op_type == "BatchNormalization":
-            for name, i in (("weight", 1), ("bias", 2), ("running_mean", 3),
-                            ("running_var", 4)):
-                state[f"bn.{name}"] = init[node.input[i]]
+            for field, i in (("weight", 1), ("bias", 2), ("running_mean", 3),
+                             ("running_var", 4)):
+                state[f"bn.{field}"] = init[node.input[i]]
             state["bn.num_batches_tracked"] = torch.tensor(0)
     state["linear.weight"], state["prob.weight"] = matmuls
     return state

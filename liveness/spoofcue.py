@@ -195,6 +195,12 @@ def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float
     return np.concatenate([panel, banner], axis=0)
 
 
+def second_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A second encoder's input from the cue's (N, 3, 80, 80) BGR 0-255 context crops: RGB
+    in [0, 1], resized to ``size`` px (the CelebA-Spoof network's 128)."""
+    return F.interpolate(x.flip(1) / 255.0, size=size, mode="bilinear", align_corners=False)
+
+
 class FASCueGenerator(nn.Module):
     """A spoof-cue U-Net whose encoder is a MiniFASNet (Silent-Face layout, built from the
     state dict's ``shapes``), so it can start from the published anti-spoofing weights.
@@ -253,8 +259,7 @@ class FASCueGenerator(nn.Module):
         s3 = e.conv_4(e.conv_34(s2))
         top = e.conv_6_sep(e.conv_5(e.conv_45(s3)))
         if self.second is not None:
-            rgb = F.interpolate(x.flip(1) / 255.0, size=self.second_size, mode="bilinear",
-                                align_corners=False)
+            rgb = second_input(x, self.second_size)
             pooled = torch.cat([e.conv_6_dw(top).flatten(1), self.second.pooled(rgb)],
                                1)[:, :, None, None]
             top = torch.cat([top, pooled.expand(-1, -1, *top.shape[-2:])], 1)

@@ -170,7 +170,7 @@ def test_feature_probe_reads_what_the_classifier_reads_and_scores_held_out_group
     """training/probe_features: the pooled head (``MiniFASNet.pooled``) is the published
     classifier's input, and the leave-one-group-out probe scores every held-out face of two
     groups of real faces."""
-    from training.probe_features import probe_loso, second_network, summary
+    from training.probe_features import probe_loso, summary
     from training.train_fascue import as_input, published
 
     check = build_check("minifas_v2")
@@ -183,7 +183,7 @@ def test_feature_probe_reads_what_the_classifier_reads_and_scores_held_out_group
         rgb = torch.from_numpy(np.stack([build_check("celeba_minifas").crop(f) for f in
                                          nuaa["live"][:2]]).transpose(0, 3, 1, 2)
                                .astype(np.float32) / 255.0)
-        assert second_network().pooled(rgb).shape == (2, 512)
+        assert published("celeba_minifas").eval().pooled(rgb).shape == (2, 512)
     labels = np.array([1] * len(nuaa["live"]) + [0] * len(nuaa["spoof"]))
     halves = [np.arange(len(labels)) % 2 == k for k in (0, 1)]
     sets = {src: {"v2": feats.numpy()[h], "labels": labels[h], "train": np.ones(h.sum(), bool),

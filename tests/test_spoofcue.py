@@ -252,14 +252,14 @@ def test_second_encoder_and_magnitude_loss_training_smoke(tmp_path):
     from safetensors.torch import save_file
 
     from facegate.weights import register
-    from training.train_fascue import FASCueConfig, magnitudes, second_state, train
+    from training.train_fascue import FASCueConfig, magnitudes, published_state, train
 
     check = build_check("minifas_v2")
     live = np.stack([check.crop(f) for f in nuaa_faces("live", 4)])
     spoof = np.stack([check.crop(f) for f in nuaa_faces("spoof", 4)])
     cfg = FASCueConfig(steps=3, batch_size=8, second="celeba_minifas", alpha_bce=1.0)
     gen = train([(spoof, 0), (live, 1)], cfg)
-    published = second_state("celeba_minifas")  # frozen: still the published network
+    published = published_state("celeba_minifas")  # frozen: still the published network
     assert all(torch.equal(published[k], v) for k, v in gen.second.state_dict().items())
     m = magnitudes(gen, spoof)
     assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()

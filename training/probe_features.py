@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from facegate.liveness.minifasnet import MiniFASNet
+from facegate.liveness.spoofcue import second_input
+from facegate.weights import entry
 from training import datasets as D
 from training.common import EVAL_ONLY, WEIGHTS_OUT, batched
 from training.finetune_minifas import load_sets
-from training.train_fascue import as_input, nested, published, second_state
+from training.train_fascue import as_input, nested, own_crops, published
 from training.train_spoofcue import calibrate_gain
 
 SECOND = "celeba_minifas"
@@ -42,35 +42,19 @@ FEATURES = {"minifas_v2": ("v2",), "celeba_minifas (same crop)": ("celeba",),
             "both (CelebA on its own crop)": ("v2", "celeba_own")}
 
 
-def second_network() -> MiniFASNet:
-    state = second_state(SECOND)
-    net = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
-    net.load_state_dict(state)
-    return net.eval()
-
-
 def add_features(sets: dict) -> None:
     """``sets[source]`` gains "v2", "celeba" and "celeba_own" (faces, 512) features."""
-    from facegate.liveness.data import context_crops
     from facegate.liveness.evaluate import crop_check
 
-    v2, second = published().eval(), second_network()
-    own = crop_check(SECOND)
-
-    def on_cue_crop(c):
-        rgb = F.interpolate(as_input(c).flip(1) / 255.0, size=128, mode="bilinear",
-                            align_corners=False)
-        return second.pooled(rgb)
-
+    v2, second = published().eval(), published(SECOND).eval()
+    own, size = crop_check(SECOND), entry(SECOND).input_size
     for source, s in sets.items():
         s["v2"] = batched(lambda c: v2.pooled(as_input(c)), s["crops"])
-        s["celeba"] = batched(on_cue_crop, s["crops"])
-        crops, found = context_crops(D.pad_dataset(source).samples(), own)
-        idx = np.flatnonzero(found)
-        if len(idx) != len(s["labels"]):
-            raise ValueError(f"{source}: {SECOND} found other faces than minifas_v2")
+        s["celeba"] = batched(lambda c: second.pooled(second_input(as_input(c), size)),
+                              s["crops"])
         s["celeba_own"] = batched(lambda c: second.pooled(torch.from_numpy(
-            c.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)), crops[idx])
+            c.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)),
+            own_crops(sets, source, own))
 
 
 def probe_loso(sets: dict, keys: tuple[str, ...], c: float

@@ -124,14 +124,7 @@ class FASCueConfig:
     teacher_rank: bool = False
 
 
-def published() -> MiniFASNet:
-    state = load_entry_state(entry(BASE))
-    model = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
-    model.load_state_dict(state)
-    return model
-
-
-def second_state(name: str) -> dict[str, torch.Tensor]:
+def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
     """A published network's state dict in :class:`MiniFASNet`'s layout (``.onnx`` files
     through :func:`state_from_onnx`)."""
     e = entry(name)
@@ -140,16 +133,27 @@ def second_state(name: str) -> dict[str, torch.Tensor]:
     return load_entry_state(e)
 
 
+def published(name: str = BASE) -> MiniFASNet:
+    state = published_state(name)
+    model = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
+    model.load_state_dict(state)
+    return model
+
+
+def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def new_generator(width: int, skips: int, norm: str = "none", second: str = ""
                   ) -> FASCueGenerator:
-    base = published()
-    extra = second_state(second) if second else None
-    gen = FASCueGenerator({k: tuple(v.shape) for k, v in base.state_dict().items()}, width,
-                          skips, norm,
-                          second={k: tuple(v.shape) for k, v in extra.items()}
-                          if extra else None,
+    base = published().state_dict()
+    # The second network's weights as a state dict, not a built network: building one more
+    # module would draw from the seeded generator and change the decoder's initialisation.
+    extra = published_state(second) if second else None
+    gen = FASCueGenerator(shapes_of(base), width, skips, norm,
+                          second=shapes_of(extra) if extra else None,
                           second_size=entry(second).input_size if second else 128)
-    gen.encoder.load_state_dict(base.state_dict())
+    gen.encoder.load_state_dict(base)
     if extra:
         gen.second.load_state_dict(extra)
         gen.second.requires_grad_(False)
@@ -158,8 +162,8 @@ def new_generator(width: int, skips: int, norm: str = "none", second: str = ""
 
 def keep_published_statistics(gen: FASCueGenerator) -> None:
     """The encoders' batch norms in eval mode (published running statistics kept)."""
-    for enc in (gen.encoder, gen.second):
-        for m in enc.modules() if enc is not None else ():
+    for enc in (e for e in (gen.encoder, gen.second) if e is not None):
+        for m in enc.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
 
@@ -171,21 +175,25 @@ def fixed_teachers(cfg: FASCueConfig) -> list[str]:
 def add_teacher_scores(sets: dict, names: list[str]) -> None:
     """``sets[source]["teacher"]``: (faces, len(names)) P(spoof) of each published check
     ``names`` on its own context crop of each face (un-augmented), in ``sets``' order."""
-    from facegate.liveness.data import context_crops
     from facegate.liveness.evaluate import crop_check
 
     checks = [crop_check(n) for n in names]
     for source, s in sets.items():
-        samples = D.pad_dataset(source).samples()
-        cols = []
-        for check in checks:
-            crops, found = context_crops(samples, check)
-            idx = np.flatnonzero(found)
-            if len(idx) != len(s["labels"]):
-                raise ValueError(f"{source}: {check.name} found other faces than {BASE}")
-            cols.append(1.0 - check.predict_crops(crops[idx]))
+        cols = [1.0 - check.predict_crops(own_crops(sets, source, check)) for check in checks]
         s["teacher"] = np.stack(cols, 1).astype(np.float32) if cols \
             else np.zeros((len(s["labels"]), 0), np.float32)
+
+
+def own_crops(sets: dict, source: str, check) -> np.ndarray:
+    """``check``'s own context crops of ``source``'s faces, in ``sets``' order (the same
+    faces re-detected; an error if that check's crops find others)."""
+    from facegate.liveness.data import context_crops
+
+    crops, found = context_crops(D.pad_dataset(source).samples(), check)
+    idx = np.flatnonzero(found)
+    if len(idx) != len(sets[source]["labels"]):
+        raise ValueError(f"{source}: {check.name} found other faces than {BASE}")
+    return crops[idx]
 
 
 class _Reverse(torch.autograd.Function):
@@ -244,7 +252,15 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
                          "cells): use an even batch_size // cells * cells")
     t = cfg.temperature
     real = entry(BASE).preprocessing.get("real_class", 1)
-    names = cfg.teachers.split(",")
+    use_base = int(BASE in cfg.teachers.split(","))
+
+    def beliefs_of(logits: torch.Tensor, fixed: np.ndarray) -> torch.Tensor:
+        """(faces, teachers) P(spoof): BASE's from its ``logits`` (when it teaches), then
+        the fixed teachers' ``fixed`` (faces, k)."""
+        base = 1.0 - F.softmax(logits, dim=1)[:, real:real + 1]
+        return torch.cat([base[:, :use_base],
+                          torch.from_numpy(np.asarray(fixed, np.float32)
+                                           .reshape(len(logits), -1))], 1)
 
     def combine(beliefs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """(faces, teachers) P(spoof) -> one belief per face (``teacher_live`` on live
@@ -257,10 +273,9 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     if cfg.teacher_rank:
         ranks = []
         for k, (crops, c) in enumerate(train_cells):
-            base = 1.0 - batched(lambda b: F.softmax(teacher(as_input(b)), 1)[:, real], crops)
-            cols = [base[:, None]][:int(BASE in names)]
-            cols += [teacher_cells[k][0]] if teacher_cells else []
-            b = combine(torch.from_numpy(np.concatenate(cols, 1).astype(np.float32)),
+            logits = torch.from_numpy(batched(lambda b: teacher(as_input(b)), crops))
+            fixed = teacher_cells[k][0] if teacher_cells else ()
+            b = combine(beliefs_of(logits, fixed),
                         torch.full((len(crops),), c == D.LIVE)).numpy()
             ranks.append((np.argsort(np.argsort(b, kind="stable")) + 0.5) / len(b))
     sums: dict[str, float] = {}
@@ -283,11 +298,8 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
         with torch.no_grad():
             t_logits = teacher(x)
             target = F.softmax(t_logits / t, dim=1)
-            # (faces, teachers) P(spoof): BASE on the augmented input, then the fixed ones.
-            base = 1.0 - F.softmax(t_logits, dim=1)[:, real:real + 1]
-            beliefs = torch.cat([base[:, :int(BASE in names)],
-                                 torch.from_numpy(np.array(fixed, np.float32)
-                                                  .reshape(len(ys), -1))], 1)
+            # BASE on the augmented input, then the fixed teachers.
+            beliefs = beliefs_of(t_logits, fixed)
         live = y == D.LIVE
         t_spoof = torch.tensor(rank, dtype=torch.float32) if ranks \
             else combine(beliefs, live)
