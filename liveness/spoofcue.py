@@ -222,10 +222,12 @@ class FASCueGenerator(nn.Module):
         super().__init__()
         from facegate.liveness.minifasnet import MiniFASNet
 
-        if norm not in ("none", "layer"):
-            raise ValueError(f"norm must be 'none' or 'layer', not {norm!r}")
+        if norm not in ("none", "layer", "rms"):
+            raise ValueError(f"norm must be 'none', 'layer' or 'rms', not {norm!r}")
         # "layer": each face's head features standardised (over channels and positions)
         # before the decoder: a camera that scales every activation draws no cue for it.
+        # "rms": only divided by their root mean square (not centred), so the decoder reads
+        # their direction, as a linear probe on L2-normalised features does.
         self.norm = norm
         self.encoder = MiniFASNet(shapes)
         e = self.encoder
@@ -269,6 +271,8 @@ class FASCueGenerator(nn.Module):
         h = feats[-1]
         if self.norm == "layer":
             h = F.layer_norm(h, h.shape[1:])
+        elif self.norm == "rms":
+            h = h * torch.rsqrt(h.pow(2).mean((1, 2, 3), keepdim=True) + 1e-6)
         for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
             h = up(h, skip, k < self.skips)
             if levels is not None:

@@ -194,3 +194,28 @@ def test_feature_probe_reads_what_the_classifier_reads_and_scores_held_out_group
     p, y = oof["hm_balveer"]
     assert ((p >= 0) & (p <= 1)).all() and p[y == 0].mean() > p[y == 1].mean()
     assert set(summary(oof)["nested_acer"]) == {"hm_balveer", "hm_trickyf0x"}
+    # L2-normalised: a face's features scaled as a whole (a brighter camera) score the same
+    before = probe_loso(sets, ("v2",), 0.1, l2=True)
+    sets["hm_trickyf0x"]["v2"] = sets["hm_trickyf0x"]["v2"] * 3.0
+    after = probe_loso(sets, ("v2",), 0.1, l2=True)
+    for g in before:
+        np.testing.assert_allclose(after[g][0], before[g][0], atol=1e-6)
+
+
+def test_cue_decoder_rms_norm_reads_the_direction_of_the_head_features():
+    """``norm="rms"``: the decoder's input divided by its root mean square, so scaling a
+    face's head features leaves its cue unchanged; an unknown norm is refused."""
+    from facegate.liveness.spoofcue import FASCueGenerator
+    from training.train_fascue import published_state, shapes_of
+
+    torch.manual_seed(0)
+    gen = FASCueGenerator(shapes_of(published_state()), width=8, skips=0, norm="rms").eval()
+    torch.nn.init.normal_(gen.head.weight, std=2.0)
+    with torch.no_grad():
+        feats = gen._encode(torch.rand(2, 3, 80, 80) * 255)
+        cue = gen._decode(feats)
+        scaled = gen._decode(feats[:-1] + [feats[-1] * 4.0])
+    assert cue.abs().mean() > 1e-3
+    torch.testing.assert_close(scaled, cue, atol=2e-4, rtol=1e-2)
+    with pytest.raises(ValueError, match="norm"):
+        FASCueGenerator(shapes_of(published_state()), norm="batch")

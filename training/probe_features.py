@@ -37,9 +37,12 @@ from training.train_fascue import as_input, nested, own_crops, published
 from training.train_spoofcue import calibrate_gain
 
 SECOND = "celeba_minifas"
-FEATURES = {"minifas_v2": ("v2",), "celeba_minifas (same crop)": ("celeba",),
-            "both (same crop)": ("v2", "celeba"),
-            "both (CelebA on its own crop)": ("v2", "celeba_own")}
+# name -> (feature sets, each face's concatenated features divided by their L2 norm)
+FEATURES = {"minifas_v2": (("v2",), False), "celeba_minifas (same crop)": (("celeba",), False),
+            "both (same crop)": (("v2", "celeba"), False),
+            "both (CelebA on its own crop)": (("v2", "celeba_own"), False),
+            "minifas_v2, L2-normalised": (("v2",), True),
+            "both (same crop), L2-normalised": (("v2", "celeba"), True)}
 
 
 def add_features(sets: dict) -> None:
@@ -57,14 +60,17 @@ def add_features(sets: dict) -> None:
             own_crops(sets, source, own))
 
 
-def probe_loso(sets: dict, keys: tuple[str, ...], c: float
+def probe_loso(sets: dict, keys: tuple[str, ...], c: float, l2: bool = False
                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Out-of-fold P(spoof) and labels per held-out group (eval-only groups scored too)."""
+    """Out-of-fold P(spoof) and labels per held-out group (eval-only groups scored too);
+    ``l2``: each face's features scaled to unit length first (what the cue's ``norm=rms``
+    does to the decoder's input)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     def feats(s, mask):
-        return np.concatenate([s[k][mask] for k in keys], 1)
+        f = np.concatenate([s[k][mask] for k in keys], 1)
+        return f / np.linalg.norm(f, axis=1, keepdims=True) if l2 else f
 
     out = {}
     for g in sorted({D.group_of(src) for src in sets}):
@@ -137,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     sets = load_sets()
     add_features(sets)
     runs = []
-    for name, keys in FEATURES.items():
+    for name, (keys, l2) in FEATURES.items():
         for c in args.c:
-            r = {"features": name, "C": c} | summary(probe_loso(sets, keys, c))
+            r = {"features": name, "C": c} | summary(probe_loso(sets, keys, c, l2))
             print(f"{name} C={c}: nested {r['mean_nested_acer']} (worst "
                   f"{r['max_nested_acer']}), hindsight {r['hindsight']}", flush=True)
             runs.append(r)

@@ -92,8 +92,8 @@ class FASCueConfig:
     # learns that shift). Below the operating point's magnitude, a live target keeps the
     # teacher's ranking without crossing 0.96; 1.0 = no cap.
     live_cap: float = 1.0
-    # The decoder's input per face: "none", or "layer" (standardised over channels and
-    # positions; see FASCueGenerator).
+    # The decoder's input per face: "none", "layer" (standardised over channels and
+    # positions) or "rms" (divided by its root mean square); see FASCueGenerator.
     norm: str = "none"
     # Whose P(spoof) the cue target mixes in: published checks, comma-separated. BASE runs
     # on the augmented input; the others score each face once on their own context crop.
@@ -509,7 +509,7 @@ VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
-            "spoof_cue_rank", "spoof_cue_dual_bce_labels")
+            "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
