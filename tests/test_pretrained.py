@@ -208,8 +208,9 @@ def test_cue_decoder_rms_norm_reads_the_direction_of_the_head_features():
     from facegate.liveness.spoofcue import FASCueGenerator
     from training.train_fascue import published_state, shapes_of
 
+    shapes = shapes_of(published_state())
     torch.manual_seed(0)
-    gen = FASCueGenerator(shapes_of(published_state()), width=8, skips=0, norm="rms").eval()
+    gen = FASCueGenerator(shapes, width=8, skips=0, norm="rms").eval()
     torch.nn.init.normal_(gen.head.weight, std=2.0)
     with torch.no_grad():
         feats = gen._encode(torch.rand(2, 3, 80, 80) * 255)
@@ -218,4 +219,4 @@ def test_cue_decoder_rms_norm_reads_the_direction_of_the_head_features():
     assert cue.abs().mean() > 1e-3
     torch.testing.assert_close(scaled, cue, atol=2e-4, rtol=1e-2)
     with pytest.raises(ValueError, match="norm"):
-        FASCueGenerator(shapes_of(published_state()), norm="batch")
+        FASCueGenerator(shapes, norm="batch")

@@ -133,15 +133,15 @@ def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
     return load_entry_state(e)
 
 
-def published(name: str = BASE) -> MiniFASNet:
-    state = published_state(name)
-    model = MiniFASNet({k: tuple(v.shape) for k, v in state.items()})
-    model.load_state_dict(state)
-    return model
-
-
 def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def published(name: str = BASE) -> MiniFASNet:
+    state = published_state(name)
+    model = MiniFASNet(shapes_of(state))
+    model.load_state_dict(state)
+    return model
 
 
 def new_generator(width: int, skips: int, norm: str = "none", second: str = ""
