@@ -213,17 +213,27 @@ class FASCueGenerator(nn.Module):
     head knows rather than to raw pixels. ``forward`` returns (cue, embedding, logits): the
     encoder network's 128-d embedding (for the triplet loss) and its own 3-class head's
     logits (for training: distillation from the published model keeps what it knew).
+
+    ``readout="linear"`` replaces the upsampling decoder by a per-position linear readout
+    (DeepPixBiS, George & Marcel 2019): the head features, standardised per channel (a batch
+    norm without affine terms), map by a 1x1 convolution to a 5x5 spoof-logit map, upsampled
+    to the input's size; the cue is its sigmoid (0..1, no sign), so mean|cue| is the mean
+    per-position P(spoof). What a linear probe on the frozen features does, drawn as a map.
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], width: int = 8,
                  skips: int = 4, norm: str = "none",
                  second: Mapping[str, tuple[int, ...]] | None = None,
-                 second_size: int = 128) -> None:
+                 second_size: int = 128, readout: str = "unet") -> None:
         super().__init__()
         from facegate.liveness.minifasnet import MiniFASNet
 
         if norm not in ("none", "layer", "rms"):
             raise ValueError(f"norm must be 'none', 'layer' or 'rms', not {norm!r}")
+        if readout not in ("unet", "linear"):
+            raise ValueError(f"readout must be 'unet' or 'linear', not {readout!r}")
+        if readout == "linear" and skips:
+            raise ValueError("readout='linear' reads the head features only: skips=0")
         # "layer": each face's head features standardised (over channels and positions)
         # before the decoder: a camera that scales every activation draws no cue for it.
         # "rms": only divided by their root mean square (not centred), so the decoder reads
@@ -245,6 +255,14 @@ class FASCueGenerator(nn.Module):
         self.second_size = second_size
         if self.second is not None:
             top += e.conv_6_dw.conv.out_channels + self.second.conv_6_dw.conv.out_channels
+        self.readout = readout
+        if readout == "linear":
+            self.dec = nn.ModuleList()
+            self.head = nn.Sequential(nn.BatchNorm2d(top, affine=False),
+                                      nn.Conv2d(top, 3, 1))
+            nn.init.zeros_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
+            return
         ins = [top] + outs[:-1]
         self.dec = nn.ModuleList([_Up(i, c if k < skips else 0, o)
                                   for k, (i, c, o) in enumerate(zip(ins, chans, outs))])
@@ -273,6 +291,18 @@ class FASCueGenerator(nn.Module):
             h = F.layer_norm(h, h.shape[1:])
         elif self.norm == "rms":
             h = h * torch.rsqrt(h.pow(2).mean((1, 2, 3), keepdim=True) + 1e-6)
+        if self.readout == "linear":
+            bn, conv = self.head
+            if not self.training:
+                # The running statistics by hand: the ONNX exporter refuses a batch norm
+                # whose channel count it cannot infer (the features concatenated above).
+                h = (h - bn.running_mean[:, None, None]) \
+                    * torch.rsqrt(bn.running_var[:, None, None] + bn.eps)
+            logits = conv(bn(h) if self.training else h)
+            if levels is not None:
+                levels.append(logits)
+            return torch.sigmoid(F.interpolate(logits, size=feats[0].shape[-2:],
+                                               mode="bilinear", align_corners=False))
         for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
             h = up(h, skip, k < self.skips)
             if levels is not None:
@@ -286,7 +316,8 @@ class FASCueGenerator(nn.Module):
     def forward(self, x: torch.Tensor, levels: list | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``levels``, when given, receives the decoder's feature map at each size (10, 20,
-        40, 80 px), for a loss on what the cue is drawn from."""
+        40, 80 px), for a loss on what the cue is drawn from; with the linear readout, its
+        5x5 spoof-logit map (for the per-position loss)."""
         feats = self._encode(x)
         e = self.encoder
         head = feats[-1][:, :e.conv_6_sep.conv.out_channels]

@@ -247,11 +247,6 @@ def test_second_encoder_and_magnitude_loss_training_smoke(tmp_path):
     """The CelebA-Spoof network as a frozen second encoder on the same crop, the logistic
     loss on the cue magnitude, a few real steps; the trained generator saved and served by
     FASCueCheck (its ``second.`` weights found in the file) scores as in training."""
-    import hashlib
-
-    from safetensors.torch import save_file
-
-    from facegate.weights import register
     from training.train_fascue import FASCueConfig, magnitudes, published_state, train
 
     check = build_check("minifas_v2")
@@ -263,14 +258,74 @@ def test_second_encoder_and_magnitude_loss_training_smoke(tmp_path):
     assert all(torch.equal(published[k], v) for k, v in gen.second.state_dict().items())
     m = magnitudes(gen, spoof)
     assert m.shape == (4,) and np.isfinite(m).all() and (m > 0).all()
+    served = _served(gen, tmp_path, {"width": 8, "skips": 0, "norm": "none",
+                                     "second_size": 128})
+    np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m), atol=1e-4)
+
+
+def _served(gen, tmp_path, arch_kwargs: dict) -> FASCueCheck:
+    """``gen`` saved as safetensors and registered like the shipped cue (its registry entry
+    with this file and ``arch_kwargs``, gain 1), loaded as the server loads it."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from facegate.weights import register
+
     path = tmp_path / "cue.safetensors"
     save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(path))
     shipped = json.loads(entry("spoof_cue").registry_dir.joinpath("registry.json")
                          .read_text())["spoof_cue"]
     register("spoof_cue", shipped | {
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "cue_gain": 1.0, "arch_kwargs": {"width": 8, "skips": 0, "norm": "none",
-                                         "second_size": 128}}, tmp_path / "registry.json")
+        "cue_gain": 1.0, "arch_kwargs": arch_kwargs}, tmp_path / "registry.json")
     served = FASCueCheck("spoof_cue", registry=tmp_path / "registry.json")
     assert served.generator is not None
-    np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m), atol=1e-4)
+    return served
+
+
+def test_linear_readout_draws_per_position_spoof_probabilities():
+    """``readout="linear"``: the cue is the sigmoid of a 5x5 logit map (a 1x1 convolution
+    of the standardised head features) upsampled to the crop; a constant logit b draws
+    sigmoid(b) everywhere; its options are checked."""
+    from training.train_fascue import published_state, shapes_of
+
+    shapes = shapes_of(published_state())
+    gen = FASCueGenerator(shapes, skips=0, norm="rms", readout="linear").eval()
+    x = torch.rand(2, 3, 80, 80) * 255
+    with torch.no_grad():
+        gen.head[1].bias.fill_(-2.0)
+        cue, _, _ = gen(x)
+        torch.testing.assert_close(cue, torch.full_like(cue, float(torch.sigmoid(
+            torch.tensor(-2.0)))))
+        torch.nn.init.normal_(gen.head[1].weight, std=0.02)
+        levels: list = []
+        cue, _, _ = gen(x, levels)
+    assert levels[-1].shape == (2, 3, 5, 5) and cue.shape == x.shape
+    assert ((cue > 0) & (cue < 1)).all() and cue.std() > 1e-3
+    with pytest.raises(ValueError, match="skips=0"):
+        FASCueGenerator(shapes, skips=1, readout="linear")
+    with pytest.raises(ValueError, match="readout"):
+        FASCueGenerator(shapes, skips=0, readout="mlp")
+
+
+@pytest.mark.slow
+def test_linear_readout_training_smoke(tmp_path):
+    """A few steps of the per-position (DeepPixBiS) loss on the linear readout over both
+    published encoders, real crops; served by FASCueCheck from its registry entry (the
+    readout in ``arch_kwargs``) as scored in training."""
+    from training.train_fascue import FASCueConfig, magnitudes, train
+
+    check = build_check("minifas_v2")
+    live = np.stack([check.crop(f) for f in nuaa_faces("live", 4)])
+    spoof = np.stack([check.crop(f) for f in nuaa_faces("spoof", 4)])
+    with pytest.raises(ValueError, match="readout=linear"):
+        train([(spoof, 0), (live, 1)], FASCueConfig(steps=1, batch_size=8, alpha_pix=1.0))
+    cfg = FASCueConfig(steps=3, batch_size=8, second="celeba_minifas", norm="rms",
+                       readout="linear", alpha_pix=1.0, alpha_reg=0.0, alpha_spoof=0.0)
+    gen = train([(spoof, 0), (live, 1)], cfg)
+    m = magnitudes(gen, np.concatenate([spoof, live]))
+    assert np.isfinite(m).all() and ((m > 0) & (m < 1)).all() and m.std() > 0
+    served = _served(gen, tmp_path, {"width": 8, "skips": 0, "norm": "rms",
+                                     "readout": "linear", "second_size": 128})
+    np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m[:4]), atol=1e-4)

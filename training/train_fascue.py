@@ -122,6 +122,12 @@ class FASCueConfig:
     # every camera's live faces then get the same spread of targets, so a camera the
     # teacher distrusts as a whole is not taught as cue. False = the beliefs as they are.
     teacher_rank: bool = False
+    # The decoder: "unet" (upsampling blocks, tanh cue) or "linear" (a per-position linear
+    # readout of the standardised head features, sigmoid cue; see FASCueGenerator), and the
+    # DeepPixBiS loss on its 5x5 spoof-logit map (every position's target the face's label;
+    # 0 = off): the linear probe's objective, on augmented faces, drawn as a map.
+    readout: str = "unet"
+    alpha_pix: float = 0.0
 
 
 def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
@@ -144,15 +150,16 @@ def published(name: str = BASE) -> MiniFASNet:
     return model
 
 
-def new_generator(width: int, skips: int, norm: str = "none", second: str = ""
-                  ) -> FASCueGenerator:
+def new_generator(width: int, skips: int, norm: str = "none", second: str = "",
+                  readout: str = "unet") -> FASCueGenerator:
     base = published().state_dict()
     # The second network's weights as a state dict, not a built network: building one more
     # module would draw from the seeded generator and change the decoder's initialisation.
     extra = published_state(second) if second else None
     gen = FASCueGenerator(shapes_of(base), width, skips, norm,
                           second=shapes_of(extra) if extra else None,
-                          second_size=entry(second).input_size if second else 128)
+                          second_size=entry(second).input_size if second else 128,
+                          readout=readout)
     gen.encoder.load_state_dict(base)
     if extra:
         gen.second.load_state_dict(extra)
@@ -222,7 +229,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     teacher = published().eval()
-    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second)
+    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
+    if cfg.alpha_pix and cfg.readout != "linear":
+        raise ValueError("alpha_pix is the linear readout's loss: set readout=linear")
+    if cfg.alpha_domain and cfg.readout != "unet":
+        raise ValueError("alpha_domain reads the U-Net decoder's levels: readout=unet")
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -324,6 +335,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
             logit = (mag - cfg.spoof_margin / 2) / cfg.bce_width
             parts["bce"] = F.binary_cross_entropy_with_logits(logit, (~live).float())
             weights["bce"] = cfg.alpha_bce
+        if cfg.alpha_pix:
+            pix = levels[-1]
+            parts["pix"] = F.binary_cross_entropy_with_logits(
+                pix, (~live).float()[:, None, None, None].expand_as(pix))
+            weights["pix"] = cfg.alpha_pix
         if domain is not None:
             # The reversal ramps up over training (Ganin & Lempitsky's schedule).
             ramp = 2.0 / (1.0 + np.exp(-10.0 * step / cfg.steps)) - 1.0
@@ -509,7 +525,8 @@ VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
             "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
-            "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms")
+            "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms",
+            "spoof_cue_pix")
 
 
 def final(out: Path, cfg: FASCueConfig) -> None:
@@ -529,7 +546,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     write_safetensors(gen, path)
     probe = np.concatenate([group_eval(sets, g)[0][:8] for g in sorted(groups)])
     ref = magnitudes(gen, probe)
-    half = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second)
+    half = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
     half.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     gain = card["cue_gain"]
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
@@ -541,7 +558,8 @@ def final(out: Path, cfg: FASCueConfig) -> None:
                         "encoder (Silent-Face layout)"
                         + (f", a frozen second encoder ({cfg.second}) on the same crop"
                            if cfg.second else "") + ", decoder, tanh cue map",
-        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm}
+        "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm,
+                        "readout": cfg.readout}
         | ({"second_size": entry(cfg.second).input_size} if cfg.second else {}),
         "check": "facegate.liveness.spoofcue:FASCueCheck",
         "input_size": base.input_size, "preprocessing": dict(base.preprocessing),
