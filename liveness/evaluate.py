@@ -8,7 +8,7 @@ EER, AUC and BPCER at APCER 1/5/10%. Images with no face are counted, never drop
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -20,6 +20,53 @@ from facegate.liveness.metrics import PadReport, apcer_bpcer, pad_report
 
 
 @dataclass(frozen=True)
+class StepUp:
+    """What the server's step-up band does to verdicts at 0.5 (the rule's fused score).
+
+    The headline report beside it counts a score in the band as not live: the server's answer
+    to one image (the unary ``CheckLiveness``, ``check_liveness``) and to a stream that answers
+    no challenge (a passive ``LIVENESS_ONLY`` client, a recording). ``passive`` counts it as
+    live: every challenge answered. A live user who answers gets ``passive.bpcer``; an attack
+    that cannot answer gets the headline APCER.
+    """
+
+    band: tuple[float, float]  # (below, above) 0.5
+    passive: PadReport
+    live_share: float  # of live faces (sessions) in the band: asked a challenge in a stream
+    spoof_share: float
+
+    def as_dict(self) -> dict:
+        return {"step_up_band": list(self.band), "step_up_live": round(self.live_share, 4),
+                "step_up_spoof": round(self.spoof_share, 4),
+                "passive_apcer": round(self.passive.apcer, 4),
+                "passive_bpcer": round(self.passive.bpcer, 4)}
+
+
+def judged_with_band(scores: np.ndarray, labels: np.ndarray, band, threshold: float,
+                     n_no_face: int = 0) -> tuple[PadReport, StepUp | None]:
+    """The report of fused ``scores`` at ``threshold`` with the step-up ``band`` (a number or
+    (below, above) 0.5; None: no band) counted as the server counts it when no challenge is
+    answered, and the :class:`StepUp` view beside it."""
+    from facegate.liveness.fusion import band_edges, in_band
+
+    scores, labels = np.asarray(scores, float), np.asarray(labels)
+    passive = pad_report(scores, labels, threshold, n_no_face)
+    edges = band_edges(band)
+    if edges is None:
+        return passive, None
+    asked = np.array([in_band(s, edges) for s in scores], bool)
+    live, spoof = labels == 1, labels == 0
+    accepted = (scores >= threshold) & ~asked
+    apcer = float(accepted[spoof].mean()) if spoof.any() else float("nan")
+    bpcer = float((~accepted)[live].mean()) if live.any() else float("nan")
+    acer = float(np.nanmean([apcer, bpcer]))
+    answered = replace(passive, apcer=apcer, bpcer=bpcer, acer=acer, hter=acer)
+    share = {c: float(asked[m].mean()) if m.any() else float("nan")
+             for c, m in (("live", live), ("spoof", spoof))}
+    return answered, StepUp(edges, passive, share["live"], share["spoof"])
+
+
+@dataclass(frozen=True)
 class Evaluation:
     model: str
     data: str
@@ -27,10 +74,12 @@ class Evaluation:
     scores: np.ndarray  # of the images with a face
     labels: np.ndarray
     no_face: dict[str, int]  # per class
+    step_up: StepUp | None = None  # the rules (default, fusion) at the server's threshold
 
     def as_dict(self) -> dict:
         return {"model": self.model, "data": self.data, **self.report.as_dict(),
-                "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]}
+                "n_no_face_live": self.no_face["live"], "n_no_face_spoof": self.no_face["spoof"]
+                } | (self.step_up.as_dict() if self.step_up else {})
 
 
 DEFAULT_RULE = "default"  # the server's per-frame rule over its default checks
@@ -97,6 +146,11 @@ def _crops(cs: CropSet, check: CropCheck) -> np.ndarray:
 def evaluate_folder(data: str | Path, model: str = "texture_cnn",
                     threshold: float | None = None, progress: bool = False,
                     check: CropCheck | None = None) -> Evaluation:
+    """Every image of ``data``'s ``live/`` and ``spoof/`` scored by ``model``. The rules
+    (``default``, ``fusion``) judged at the server's threshold are reported as the server
+    answers one image: a score in the step-up band (registry ``step_up``) is not live, since
+    no challenge can be asked; ``Evaluation.step_up`` has the passive numbers and the band's
+    shares beside it."""
     samples = FolderDataset(data).samples()
     if not samples:
         raise ValueError(f"{data}: no images under live/ or spoof/")
@@ -106,8 +160,17 @@ def evaluate_folder(data: str | Path, model: str = "texture_cnn",
     missing = ~cs.found
     no_face = {"live": int((missing & (cs.labels == 1)).sum()),
                "spoof": int((missing & (cs.labels == 0)).sum())}
-    return Evaluation(model, str(data), pad_report(scores, labels, thr, int(missing.sum())),
-                      scores, labels, no_face)
+    band = server_band() if model in (DEFAULT_RULE, FUSION_RULE) and threshold is None \
+        else None
+    report, step_up = judged_with_band(scores, labels, band, thr, int(missing.sum()))
+    return Evaluation(model, str(data), report, scores, labels, no_face, step_up)
+
+
+def server_band():
+    """The step-up band the server judges its rule with (registry ``step_up.band``)."""
+    from facegate.weights import entry
+
+    return entry("step_up").extra["band"]
 
 
 def _curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +230,20 @@ def write_report(ev: Evaluation, out: Path) -> Path:
     md = (f"# Liveness evaluation: {ev.model} on {ev.data}\n\n| metric | value |\n|---|---|\n"
           f"{rows}\n\nAPCER/BPCER/ACER at threshold {r['threshold']} (accept as live when "
           "score >= threshold). Images with no detected face are not scored and are counted in "
-          "n_no_face.\n\n![ROC](roc.png) ![DET](det.png)\n")
+          f"n_no_face.{_band_note(ev.step_up)}\n\n![ROC](roc.png) ![DET](det.png)\n")
     path = out / "report.md"
     path.write_text(md)
     (out / "report.json").write_text(json.dumps(r, indent=2) + "\n")
     return path
+
+
+def _band_note(step_up: StepUp | None) -> str:
+    if step_up is None:
+        return ""
+    return (f" A score in the step-up band {list(step_up.band)} (below, above the threshold) "
+            "is counted not live, as the server answers one image or a stream that answers "
+            "no challenge; passive_apcer / passive_bpcer count it live (every challenge "
+            "answered); step_up_live / step_up_spoof are the shares in the band.")
 
 
 @dataclass(frozen=True)
@@ -186,11 +258,18 @@ class VideoEvaluation:
     sessions: PadReport
     clips: PadReport
     per_clip: dict[str, dict]
+    # With a band: the sessions and clips as a stream that answers no challenge ends
+    # (``sessions``, ``clips``), the passive view and the band's shares here.
+    sessions_step_up: StepUp | None = None
+    clips_step_up: StepUp | None = None
 
     def as_dict(self) -> dict:
+        def with_band(r: PadReport, s: StepUp | None) -> dict:
+            return r.as_dict() | (s.as_dict() if s else {})
+
         return {"data": self.data, "window": self.window,
-                "sessions": self.sessions.as_dict(), "clips": self.clips.as_dict(),
-                "per_clip": self.per_clip}
+                "sessions": with_band(self.sessions, self.sessions_step_up),
+                "clips": with_band(self.clips, self.clips_step_up), "per_clip": self.per_clip}
 
 
 def video_samples(data: str | Path) -> list[tuple[Path, int]]:
@@ -212,8 +291,9 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
     """Every clip streamed through one LivenessSession (the face tracked as in a stream),
     then every window of ``window`` face frames judged by a fresh session on those frames,
     the way a server session of that length would judge them (no challenges asked).
-    ``band``: also report the share of sessions a step-up band (a number or (below, above)
-    0.5) would challenge."""
+    ``band``: the step-up band (a number or (below, above) 0.5): a session in it is asked a
+    challenge, which a recording does not answer, so it is reported not live, with the
+    passive view and the share of sessions the band challenges beside it."""
     from facegate.liveness.fusion import band_edges, in_band
     from facegate.liveness.pipeline import LivenessPipeline
 
@@ -244,11 +324,12 @@ def evaluate_videos(data: str | Path, pipeline=None, window: int = 8, every: int
             print(clip, per_clip[clip.name], flush=True)
     from facegate.liveness.fusion import FUSED_THRESHOLD
 
-    def report(s, y):
-        return pad_report(np.array(s), np.array(y, dtype=np.int64), FUSED_THRESHOLD)
-
-    return VideoEvaluation(str(data), window, report(s_scores, s_labels),
-                           report(c_scores, c_labels), per_clip)
+    sessions, sessions_up = judged_with_band(s_scores, np.array(s_labels, np.int64), band,
+                                             FUSED_THRESHOLD)
+    clips_r, clips_up = judged_with_band(c_scores, np.array(c_labels, np.int64), band,
+                                         FUSED_THRESHOLD)
+    return VideoEvaluation(str(data), window, sessions, clips_r, per_clip, sessions_up,
+                           clips_up)
 
 
 def window_results(pipe, analyses: list, window: int) -> list:

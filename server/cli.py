@@ -183,6 +183,7 @@ def cmd_eval(args) -> int:
     from facegate.liveness.evaluate import (
         evaluate_folder,
         evaluate_videos,
+        server_band,
         video_samples,
         write_report,
     )
@@ -197,7 +198,7 @@ def cmd_eval(args) -> int:
         pipe = LivenessPipeline(DEFAULT_CHECKS, fusion=args.model if args.model == "fusion"
                                 else None, decision_frames=args.window)
         r = evaluate_videos(args.data, pipe, args.window, args.every,
-                            progress=not args.json).as_dict()
+                            progress=not args.json, band=server_band()).as_dict()
         print(json.dumps(r) if args.json else json.dumps(r, indent=2))
         return 0
     ev = evaluate_folder(args.data, args.model, args.threshold, progress=not args.json)

@@ -108,6 +108,8 @@ def test_calibrate_keeps_the_spoof_cue_threshold_and_refits_its_gain(tmp_path):
 
 
 def test_eval_scores_video_sessions_as_the_server_does():
+    from facegate.weights import REGISTRY_PATH
+
     out = _run("eval", "--data", str(DATA / "videos" / "hm_apfol"), "--every", "3", "--json")
     assert out["window"] == 8 and set(out["per_clip"]) == {"real2.webm", "fake2.webm"}
     s = out["sessions"]
@@ -117,3 +119,35 @@ def test_eval_scores_video_sessions_as_the_server_does():
     # The replay's sessions are rejected far more often than the live clip's.
     assert out["per_clip"]["fake2.webm"]["live_share"] < out["per_clip"]["real2.webm"][
         "live_share"]
+    # The server's step-up band: a replay session that passes the passive checks inside it
+    # is asked a challenge the recording does not answer, so it is not counted live; the
+    # passive count and the share challenged are beside it.
+    fake = out["per_clip"]["fake2.webm"]
+    assert s["step_up_band"] == list(json.loads(REGISTRY_PATH.read_text())["step_up"]["band"])
+    assert s["step_up_spoof"] == fake["step_up_share"] > 0
+    assert s["passive_apcer"] == fake["live_share"] > s["apcer"]
+    assert abs(s["apcer"] - (fake["live_share"] - fake["step_up_share"])) < 2e-4
+
+
+def test_eval_of_the_rule_answers_each_image_as_the_server_does():
+    """`facegate eval --model default` on images counts what the server answers one image
+    (``check_liveness``, as the unary CheckLiveness): a score in the step-up band is not live
+    (no challenge can be asked). hm_aksultan has live faces and attacks in the band."""
+    from facegate.liveness import check_liveness
+    from facegate.liveness.data import FolderDataset, crop_set
+    from facegate.liveness.detect import load_image
+
+    data = DATA / "pad" / "hm_aksultan"
+    out = _run("eval", "--data", str(data), "--model", "default", "--json")
+    assert out["step_up_live"] > 0.05 and out["step_up_spoof"] > 0
+    samples = FolderDataset(data).samples()
+    found = crop_set(samples).found
+    answers = {0: [], 1: []}
+    for sample in (s for s, f in zip(samples, found) if f):
+        answers[sample.label].append(check_liveness(load_image(sample.path)).live)
+    assert (len(answers[1]), len(answers[0])) == (out["n_live"], out["n_spoof"])
+    assert out["apcer"] == round(float(np.mean(answers[0])), 4)
+    assert out["bpcer"] == round(1 - float(np.mean(answers[1])), 4)
+    # Counted live instead (every challenge answered): fewer live faces rejected, more
+    # attacks accepted.
+    assert out["passive_bpcer"] < out["bpcer"] and out["passive_apcer"] > out["apcer"]
