@@ -216,8 +216,8 @@ class FASCueGenerator(nn.Module):
 
     ``readout="linear"`` replaces the upsampling decoder by a per-position linear readout
     (DeepPixBiS, George & Marcel 2019): the head features, standardised per channel (a batch
-    norm without affine terms), map by a 1x1 convolution to a 5x5 spoof-logit map, upsampled
-    to the input's size; the cue is its sigmoid (0..1, no sign), so mean|cue| is the mean
+    norm without affine terms), map by a 1x1 convolution to a 5x5 spoof-logit map; the cue
+    is its sigmoid (0..1, no sign) upsampled to the input's size, so mean|cue| is the mean
     per-position P(spoof). What a linear probe on the frozen features does, drawn as a map.
     """
 
@@ -285,12 +285,18 @@ class FASCueGenerator(nn.Module):
             top = torch.cat([top, pooled.expand(-1, -1, *top.shape[-2:])], 1)
         return [x if self.full is None else self.full(x / 255.0), s1, s2, s3, top]
 
-    def _decode(self, feats: list[torch.Tensor], levels: list | None = None) -> torch.Tensor:
+    def readout_input(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """What the decoder (or the linear readout) reads: the head features of
+        :meth:`_encode`, normalised per face as ``norm`` says (N, C, 5, 5)."""
         h = feats[-1]
         if self.norm == "layer":
             h = F.layer_norm(h, h.shape[1:])
         elif self.norm == "rms":
             h = h * torch.rsqrt(h.pow(2).mean((1, 2, 3), keepdim=True) + 1e-6)
+        return h
+
+    def _decode(self, feats: list[torch.Tensor], levels: list | None = None) -> torch.Tensor:
+        h = self.readout_input(feats)
         if self.readout == "linear":
             bn, conv = self.head
             if not self.training:
@@ -301,8 +307,11 @@ class FASCueGenerator(nn.Module):
             logits = conv(bn(h) if self.training else h)
             if levels is not None:
                 levels.append(logits)
-            return torch.sigmoid(F.interpolate(logits, size=feats[0].shape[-2:],
-                                               mode="bilinear", align_corners=False))
+            # The 5x5 P(spoof) map upsampled for drawing: bilinear upsampling by a whole
+            # factor keeps its mean, so mean|cue| is DeepPixBiS's score (the mean of the
+            # per-position probabilities the readout was fitted to).
+            return F.interpolate(torch.sigmoid(logits), size=feats[0].shape[-2:],
+                                 mode="bilinear", align_corners=False)
         for k, (up, skip) in enumerate(zip(self.dec, reversed(feats[:-1]))):
             h = up(h, skip, k < self.skips)
             if levels is not None:

@@ -104,9 +104,9 @@ def _reference_cue_scores(faces, e) -> np.ndarray:
     """The score written out here: Silent-Face's crop (test_pretrained), the fp16 weights in
     torch, 1 - gain * mean|cue|."""
     state = {k: v.float() for k, v in load_entry_state(e).items()}
-    shapes = {k.removeprefix("encoder."): tuple(v.shape) for k, v in state.items()
-              if k.startswith("encoder.")}
-    gen = FASCueGenerator(shapes, **e.extra["arch_kwargs"])
+    shapes, second = ({k.removeprefix(p): tuple(v.shape) for k, v in state.items()
+                       if k.startswith(p)} for p in ("encoder.", "second."))
+    gen = FASCueGenerator(shapes, **e.extra["arch_kwargs"], second=second or None)
     gen.load_state_dict(state)
     gen.eval()
     x = np.stack([reference_silentface_crop(f, e.preprocessing["scale"]) for f in faces])
@@ -329,3 +329,48 @@ def test_linear_readout_training_smoke(tmp_path):
     served = _served(gen, tmp_path, {"width": 8, "skips": 0, "norm": "rms",
                                      "readout": "linear", "second_size": 128})
     np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m[:4]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_readout_fitted_by_logistic_regression_serves_its_logits(tmp_path):
+    """``fit="logistic"``: the linear readout's head is the L2-regularised logistic regression
+    of every position's readout inputs on its face's label (each cell weighted equally), its
+    standardisation folded into the head's batch norm. The generator's 5x5 logit map equals
+    that regression's decision function, fitted here on the same rows, and the served check
+    (safetensors, registry entry) scores as the generator."""
+    from sklearn.linear_model import LogisticRegression
+
+    from training.train_fascue import FASCueConfig, as_input, magnitudes, train
+
+    check = build_check("minifas_v2")
+    live = np.stack([check.crop(f) for f in nuaa_faces("live", 4)])
+    spoof = np.stack([check.crop(f) for f in nuaa_faces("spoof", 6)])
+    with pytest.raises(ValueError, match="readout=linear"):
+        train([(spoof, 0), (live, 1)], FASCueConfig(fit="logistic"))
+    cfg = FASCueConfig(second="celeba_minifas", norm="rms", readout="linear", fit="logistic",
+                       readout_c=0.1)
+    gen = train([(spoof, 0), (live, 1)], cfg)
+    x = as_input(np.concatenate([spoof, live]))
+    levels: list = []
+    with torch.no_grad():
+        gen(x, levels)
+        h = gen.readout_input(gen._encode(x))
+    logits = levels[-1]
+    # The same weights in the three cue channels (equal up to the convolution's summation
+    # order).
+    for k in (1, 2):
+        torch.testing.assert_close(logits[:, k], logits[:, 0], atol=1e-5, rtol=0)
+    rows = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).double().numpy()
+    per_face = h.shape[2] * h.shape[3]
+    y = np.repeat([1] * len(spoof) + [0] * len(live), per_face)
+    w = np.where(y == 1, 1 / (len(spoof) * per_face), 1 / (len(live) * per_face))
+    std = (rows - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-5)
+    ref = LogisticRegression(C=0.1, max_iter=3000).fit(std, y, sample_weight=w * len(w) / w.sum())
+    np.testing.assert_allclose(logits[:, 0].reshape(-1).numpy(), ref.decision_function(std),
+                               atol=2e-3)
+    m = magnitudes(gen, np.concatenate([spoof, live]))
+    assert m[:len(spoof)].min() > m[len(spoof):].max()  # the faces it was fitted on separate
+    served = _served(gen, tmp_path, {"width": 8, "skips": 0, "norm": "rms",
+                                     "readout": "linear", "second_size": 128})
+    np.testing.assert_allclose(served.predict_crops(spoof), cue_score(m[:len(spoof)]),
+                               atol=1e-4)

@@ -128,6 +128,13 @@ class FASCueConfig:
     # 0 = off): the linear probe's objective, on augmented faces, drawn as a map.
     readout: str = "unet"
     alpha_pix: float = 0.0
+    # How the generator is trained: "sgd" (the losses above, on augmented batches) or
+    # "logistic": the linear readout's head fitted as an L2-regularised logistic regression
+    # (strength 1 / ``readout_c``) of every position's spoof logit on its face's label (the
+    # per-position loss of DeepPixBiS), each (group, class) cell weighted equally, on the
+    # un-augmented crops with both encoders frozen (see :func:`fit_readout`).
+    fit: str = "sgd"
+    readout_c: float = 0.03
 
 
 def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
@@ -234,6 +241,12 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
         raise ValueError("alpha_pix is the linear readout's loss: set readout=linear")
     if cfg.alpha_domain and cfg.readout != "unet":
         raise ValueError("alpha_domain reads the U-Net decoder's levels: readout=unet")
+    if cfg.fit not in ("sgd", "logistic"):
+        raise ValueError(f"fit must be 'sgd' or 'logistic', not {cfg.fit!r}")
+    if cfg.fit == "logistic":
+        if cfg.readout != "linear":
+            raise ValueError("fit=logistic fits the linear readout's head: set readout=linear")
+        return fit_readout(gen, train_cells, cfg.readout_c)
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -362,6 +375,38 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     return gen.eval()
 
 
+def fit_readout(gen: FASCueGenerator, train_cells, c: float) -> FASCueGenerator:
+    """The linear readout's head fitted in one convex problem: every face's 5x5 readout
+    inputs (frozen encoders, un-augmented crops) are rows whose target is the face's label
+    (spoof 1), each (group, class) cell weighted equally; an L2-regularised logistic
+    regression (strength 1 / ``c``) on them, standardised per channel. The standardisation
+    becomes the head's batch-norm statistics and the regression its 1x1 convolution (the
+    same weights in all three cue channels), so the served cue computes the fitted logits;
+    the cue is their sigmoid, upsampled as the generator draws it."""
+    from sklearn.linear_model import LogisticRegression
+
+    gen.eval()
+    bn, conv = gen.head
+    rows, ys, ws = [], [], []
+    for crops, label in train_cells:
+        h = batched(lambda b: gen.readout_input(gen._encode(as_input(b))), crops)
+        r = h.transpose(0, 2, 3, 1).reshape(-1, h.shape[1])
+        rows.append(r)
+        ys.append(np.full(len(r), int(label != D.LIVE)))
+        ws.append(np.full(len(r), 1.0 / len(r)))
+    x, y, w = np.concatenate(rows), np.concatenate(ys), np.concatenate(ws)
+    mean, var = x.mean(0), x.var(0)
+    x = (x - mean) / np.sqrt(var + bn.eps)
+    model = LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=w * len(w) / w.sum())
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.from_numpy(mean))
+        bn.running_var.copy_(torch.from_numpy(var))
+        conv.weight.copy_(torch.from_numpy(model.coef_[0]).float()[None, :, None, None]
+                          .expand_as(conv.weight))
+        conv.bias.fill_(float(model.intercept_[0]))
+    return gen
+
+
 def train_groups(sets: dict, groups: set[str], cfg: FASCueConfig, log: bool = False
                  ) -> FASCueGenerator:
     """:func:`train` on the (group, class) cells of ``groups`` in ``sets`` (with their
@@ -426,28 +471,8 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
     """The card: the recipe, each held-out group at 0.96 (nested gain), and the variants
     whose cards lie beside it (``VARIANTS``)."""
     cfg = asdict(FASCueConfig(**rep["config"]))
-    second = ("; beside it, frozen, the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-"
-              "antispoof-onnx, Apache-2.0; its ONNX weights read into the same network code) "
-              "on the same crop resized to 128 px RGB, the decoder also reading both "
-              "networks' pooled head features" if cfg["second"] else "")
-    bce = (f"; a logistic loss x{cfg['alpha_bce']} on each face's mean|cue| against its "
-           f"label (live below {cfg['spoof_margin'] / 2:g}, width {cfg['bce_width']:g})"
-           if cfg["alpha_bce"] else "")
     md = ["# Model card: spoof_cue (spoof cue on a pretrained MiniFASNet encoder)", "",
-          "U-Net (`facegate.liveness.spoofcue.FASCueGenerator`): the MiniFASNetV2 encoder "
-          "(published Silent-Face weights, Apache-2.0; frozen: "
-          f"`{cfg['frozen']}`){second}; a decoder from the head's 5x5 features "
-          f"({cfg['skips']} encoder skips) to a tanh cue map on the 80x80 BGR context crop "
-          "(scale 2.7). "
-          f"{cfg['steps']} steps of {cfg['batch_size']} faces balanced over (group, class), "
-          "capture/display augmentation (moire, gamma, colour cast, blur, noise, downscale, "
-          "JPEG) on both classes. Losses: cue magnitude to its target "
-          f"x{cfg['alpha_reg']} on live faces (Feng et al.'s regression) and as a hinge "
-          f"x{cfg['alpha_spoof']} on spoofs, the target being {cfg['spoof_margin']} x "
-          f"({1 - cfg['teacher_cue']:g} x is-spoof + {cfg['teacher_cue']:g} x the published "
-          f"network's P(spoof)); auxiliary classifier on face + cue x{cfg['alpha_aux']}; "
-          f"triplet x{cfg['alpha_trip']} and head distillation x{cfg['alpha_distill']} (no "
-          f"trainable parameter behind them while the whole encoder is frozen){bce}.", "",
+          recipe(cfg), "",
           "Score = 1 - gain x mean|cue|, live at >= **0.96**. Each held-out group is judged "
           "with the gain calibrated on the other groups (nested).", "",
           "| held-out group | n live | n spoof | APCER | BPCER | ACER | AUC | gain | "
@@ -455,6 +480,51 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
     for g, r in rep["nested_at_0.96"].items():
         md.append(f"| {g} | {r['n_live']} | {r['n_spoof']} | {r['apcer']} | {r['bpcer']} | "
                   f"{r['acer']} | {r['auc']} | {r['gain']} | {r['collapsed']} |")
+    return md_tail(rep, md, cards)
+
+
+def recipe(cfg: dict) -> str:
+    """The card's paragraph on what was trained and how (``cfg``: a card's config)."""
+    if cfg["fit"] == "logistic":
+        return ("Linear readout (`facegate.liveness.spoofcue.FASCueGenerator(readout=\"linear\")`"
+                ", DeepPixBiS's per-position head): the MiniFASNetV2 encoder (published "
+                "Silent-Face weights, Apache-2.0) and the CelebA-Spoof MiniFASNetV2-SE "
+                "(VietAnh954/face-antispoof-onnx, Apache-2.0; its ONNX weights read into the "
+                "same network code) on the same 80x80 BGR context crop (scale 2.7; resized to "
+                "128 px RGB for the second), both frozen as published. Each of the 5x5 head "
+                "positions reads MiniFASNetV2's local head features and both networks' pooled "
+                f"head features, divided by their RMS per face (`norm={cfg['norm']}`) and "
+                "standardised per channel; a 1x1 convolution gives its spoof logit, and the "
+                "cue is the 5x5 map of sigmoids upsampled to the crop, so mean|cue| is the mean "
+                "per-position P(spoof). Fitted, not trained by SGD: one L2-regularised "
+                f"logistic regression (C = {cfg['readout_c']}, fixed before the run) of every "
+                "position's logit on its face's label, each (group, class) cell weighted "
+                "equally, on the un-augmented crops of the training groups "
+                "(`training.train_fascue.fit_readout`).")
+    second = ("; beside it, frozen, the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-"
+              "antispoof-onnx, Apache-2.0; its ONNX weights read into the same network code) "
+              "on the same crop resized to 128 px RGB, the decoder also reading both "
+              "networks' pooled head features" if cfg["second"] else "")
+    bce = (f"; a logistic loss x{cfg['alpha_bce']} on each face's mean|cue| against its "
+           f"label (live below {cfg['spoof_margin'] / 2:g}, width {cfg['bce_width']:g})"
+           if cfg["alpha_bce"] else "")
+    return ("U-Net (`facegate.liveness.spoofcue.FASCueGenerator`): the MiniFASNetV2 encoder "
+            "(published Silent-Face weights, Apache-2.0; frozen: "
+            f"`{cfg['frozen']}`){second}; a decoder from the head's 5x5 features "
+            f"({cfg['skips']} encoder skips) to a tanh cue map on the 80x80 BGR context crop "
+            "(scale 2.7). "
+            f"{cfg['steps']} steps of {cfg['batch_size']} faces balanced over (group, class), "
+            "capture/display augmentation (moire, gamma, colour cast, blur, noise, downscale, "
+            "JPEG) on both classes. Losses: cue magnitude to its target "
+            f"x{cfg['alpha_reg']} on live faces (Feng et al.'s regression) and as a hinge "
+            f"x{cfg['alpha_spoof']} on spoofs, the target being {cfg['spoof_margin']} x "
+            f"({1 - cfg['teacher_cue']:g} x is-spoof + {cfg['teacher_cue']:g} x the published "
+            f"network's P(spoof)); auxiliary classifier on face + cue x{cfg['alpha_aux']}; "
+            f"triplet x{cfg['alpha_trip']} and head distillation x{cfg['alpha_distill']} (no "
+            f"trainable parameter behind them while the whole encoder is frozen){bce}.")
+
+
+def md_tail(rep: dict, md: list[str], cards: Path | None) -> str:
     md += ["", f"Mean nested ACER at 0.96: **{rep['mean_nested_acer_at_0.96']}** (worst "
            f"{rep['max_nested_acer_at_0.96']}); collapsed folds: "
            f"{', '.join(rep['collapsed_folds']) or 'none'}. Shipped gain (all groups): "
@@ -490,7 +560,9 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
                "[feature_probe.md](feature_probe.md), `python -m training.probe_features`) "
                "reaches a mean nested ACER, averaged over its regularisation strengths, of "
                + "; ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items()) + ".", ""]
-    md += [f"Re-run: `{rep['command']}`, then `python -m training.train_fascue --final`."]
+    # The shipped weights: the same recipe (its --set options) with --final.
+    final_cmd = rep["command"].replace("train_fascue", "train_fascue --final", 1)
+    md += [f"Re-run: `{rep['command']}`, then `{final_cmd}`."]
     return "\n".join(md) + "\n"
 
 
@@ -520,18 +592,20 @@ def collapse_note(rep: dict) -> str:
     return f"{len(folds)} ({', '.join(folds)})" if folds else "0"
 
 
-# Recipes measured beside the shipped one (each its own card; see the card's table).
-VARIANTS = ("spoof_cue_labels_only", "spoof_cue_top_trained", "spoof_cue_aug06",
-            "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
+# Recipes measured beside the shipped one (each its own card; see the card's table):
+# spoof_cue_unet is the U-Net shipped before the fitted readout.
+VARIANTS = ("spoof_cue_unet", "spoof_cue_labels_only", "spoof_cue_top_trained",
+            "spoof_cue_aug06", "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
             "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms",
             "spoof_cue_pix")
 
 
-def final(out: Path, cfg: FASCueConfig) -> None:
+def final(out: Path, cfg: FASCueConfig, overrides: list[str] = ()) -> None:
     """Train on every group; fp16 safetensors of the generator (encoder + decoder), the
-    registry entry ``spoof_cue`` with the leave-one-source-out gain and metrics."""
+    registry entry ``spoof_cue`` with the leave-one-source-out gain and metrics
+    (``overrides``: the ``--set`` options of the recipe, for its train command)."""
     from safetensors.torch import load_file
 
     from facegate.weights import register
@@ -552,12 +626,17 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
                          - cue_score(ref, gain)).max())
     base = entry(BASE)
+    recipe_set = f" --set {' '.join(overrides)}" if overrides else ""
     register("spoof_cue", {
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "architecture": f"FASCueGenerator(width={cfg.width}): U-Net on a MiniFASNetV2 "
-                        "encoder (Silent-Face layout)"
+        "architecture": (f"FASCueGenerator(width={cfg.width}): U-Net on a MiniFASNetV2 "
+                         "encoder (Silent-Face layout)" if cfg.readout == "unet" else
+                         "FASCueGenerator(readout=linear): a MiniFASNetV2 encoder (Silent-Face "
+                         "layout)")
                         + (f", a frozen second encoder ({cfg.second}) on the same crop"
-                           if cfg.second else "") + ", decoder, tanh cue map",
+                           if cfg.second else "")
+                        + (", decoder, tanh cue map" if cfg.readout == "unet" else
+                           ", per-position linear readout (DeepPixBiS head), sigmoid cue map"),
         "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm,
                         "readout": cfg.readout}
         | ({"second_size": entry(cfg.second).input_size} if cfg.second else {}),
@@ -578,8 +657,9 @@ def final(out: Path, cfg: FASCueConfig) -> None:
                    "Anti-Spoofing, licenses/silentface.txt). "
                    + (f"Second encoder: {entry(cfg.second).license} " if cfg.second else "")
                    + RESEARCH_LICENSE,
-        "train_command": f"python -m training.train_fascue --steps {cfg.steps} && "
-                         f"python -m training.train_fascue --final --steps {cfg.steps}",
+        "train_command": f"python -m training.train_fascue --steps {cfg.steps}{recipe_set} "
+                         f"&& python -m training.train_fascue --final --steps {cfg.steps}"
+                         f"{recipe_set}",
         "config": asdict(cfg)}, out / "registry.json")
     print(f"wrote {path} (gain {gain}, fp16 delta {delta:.5f})")
 
@@ -628,7 +708,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--set {kv}: {k} is true or false")
         setattr(cfg, k, v.lower() in ("true", "1") if kind is bool else kind(v))
     if args.final:
-        final(args.out, cfg)
+        final(args.out, cfg, args.set)
         return
     sets = load_sets()
     add_teacher_scores(sets, fixed_teachers(cfg))
