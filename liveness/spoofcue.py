@@ -167,8 +167,9 @@ def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float
                gain: float = 1.0, size: int = 192, color: str = "RGB") -> np.ndarray:
     """One BGR picture: the face, |cue| as a heat map, the signed cue, and the verdict.
 
-    The heat map saturates at five times the magnitude the threshold allows, so a live face
-    reads dark and a spoof's cue lights up where the generator found print or screen texture.
+    The heat map saturates at five times the magnitude the threshold allows (at most at 1,
+    the largest |cue|), so a live face reads dark and a spoof's cue lights up where the
+    generator found print or screen texture.
     """
     import cv2
 
@@ -176,7 +177,8 @@ def render_cue(crop: np.ndarray, cue: np.ndarray, score: float, threshold: float
         crop, cue = crop[..., ::-1], cue[..., ::-1]
     face = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
     allowed = (1.0 - threshold) / max(gain, 1e-6)  # mean|cue| at the threshold
-    mag = np.abs(cue).mean(axis=2) / (5 * max(allowed, 1e-6))
+    # |cue| is at most 1 (tanh or sigmoid): a low gain must not push saturation out of reach.
+    mag = np.abs(cue).mean(axis=2) / min(5 * max(allowed, 1e-6), 1.0)
     heat = cv2.applyColorMap((np.clip(mag, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
     heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_NEAREST)
     signed = ((np.clip(cue, -1, 1) * 0.5 + 0.5) * 255).astype(np.uint8)

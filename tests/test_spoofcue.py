@@ -174,6 +174,23 @@ def test_cue_command_writes_the_picture(tmp_path):
     assert r.returncode == 2 and json.loads(r.stdout)["faces"] == 0
 
 
+def test_cue_picture_saturates_within_the_cue_range():
+    """A full cue (|cue| = 1 everywhere) draws the heat map's brightest colour and no cue its
+    darkest, whatever the gain: at the fitted readout's low gain five times the magnitude the
+    threshold allows is above 1, out of any cue's reach."""
+    from facegate.liveness.spoofcue import render_cue
+
+    crop = np.full((80, 80, 3), 128, np.uint8)
+    colour = {v: cv2.applyColorMap(np.array([[v]], np.uint8), cv2.COLORMAP_INFERNO)[0, 0]
+              for v in (0, 255)}
+    for gain in (0.68, 0.0463):
+        for level, v in ((1.0, 255), (0.0, 0)):
+            pic = render_cue(crop, np.full((80, 80, 3), level, np.float32), 1 - gain * level,
+                             OPERATING_POINT, gain, color="BGR")
+            heat = pic[40:180, 192 + 30:384]  # the |cue| panel, below its label
+            assert (heat == colour[v]).all(), (gain, level)
+
+
 @pytest.mark.slow
 def test_scratch_training_smoke(tmp_path):
     """The from-scratch baseline (training/train_spoofcue): a few real steps on one small
