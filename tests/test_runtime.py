@@ -104,3 +104,36 @@ def test_models_export_from_several_threads_at_once():
     for t in threads:
         t.join()
     assert len(results) == 6 and max(results.values()) < 1e-4
+
+
+def test_large_batches_run_in_pieces_with_the_same_outputs():
+    """Inputs beyond ``MAX_BATCH`` run in pieces (a whole data set in one call held every
+    layer's activations: NUAA's faces through the spoof cue were killed for memory); the
+    outputs are those of one call, for single and tuple outputs, on both runtimes."""
+    import torch
+    from torch import nn
+
+    from facegate.liveness.runtime import Chunked, inference_module
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y.mean((1, 2, 3))
+
+    x = torch.randn(10, 3, 8, 8)
+    for net in (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), Two()):
+        with torch.no_grad():
+            whole = net.eval()(x)
+            for runtime in ("torch", "onnx"):
+                served = inference_module(net, x[:1], runtime)
+                assert isinstance(served, Chunked)
+                served.size = 3  # 10 inputs: pieces of 3, 3, 3 and 1
+                got = served(x)
+                for a, b in zip(got if isinstance(got, tuple) else (got,),
+                                whole if isinstance(whole, tuple) else (whole,)):
+                    assert a.shape == b.shape
+                    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
