@@ -593,13 +593,14 @@ def collapse_note(rep: dict) -> str:
 
 
 # Recipes measured beside the shipped one (each its own card; see the card's table):
-# spoof_cue_unet is the U-Net shipped before the fitted readout.
+# spoof_cue_unet is the U-Net shipped before the fitted readout; the readout_c ones are the
+# shipped recipe at other regularisation strengths (how much the fixed C = 0.03 matters).
 VARIANTS = ("spoof_cue_unet", "spoof_cue_labels_only", "spoof_cue_top_trained",
             "spoof_cue_aug06", "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
             "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms",
-            "spoof_cue_pix")
+            "spoof_cue_pix", "spoof_cue_readout_c001", "spoof_cue_readout_c01")
 
 
 def final(out: Path, cfg: FASCueConfig, overrides: list[str] = ()) -> None:
