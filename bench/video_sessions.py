@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from facegate.liveness.data import default_data_root
-from facegate.liveness.evaluate import evaluate_videos
+from facegate.liveness.evaluate import evaluate_videos, server_band
 from facegate.liveness.pipeline import LivenessPipeline
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -26,10 +26,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--window", type=int, default=8)
     args = ap.parse_args()
-    from facegate.weights import entry
-
     pipe = LivenessPipeline(decision_frames=args.window)
-    band = entry("step_up").extra["band"]
+    band = server_band()  # as facegate eval judges clips
     rows = {}
     for folder in sorted((default_data_root() / "videos").iterdir()):
         ev = evaluate_videos(folder, pipe, args.window, args.every, band=band)
