@@ -483,14 +483,18 @@ def markdown(rep: dict, cards: Path | None = None) -> str:
     return md_tail(rep, md, cards)
 
 
+# The second encoder, as the cards name and credit it.
+CELEBA_SECOND = ("the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-antispoof-onnx, Apache-2.0; "
+                 "its ONNX weights read into the same network code)")
+
+
 def recipe(cfg: dict) -> str:
     """The card's paragraph on what was trained and how (``cfg``: a card's config)."""
     if cfg["fit"] == "logistic":
         return ("Linear readout (`facegate.liveness.spoofcue.FASCueGenerator(readout=\"linear\")`"
                 ", DeepPixBiS's per-position head): the MiniFASNetV2 encoder (published "
-                "Silent-Face weights, Apache-2.0) and the CelebA-Spoof MiniFASNetV2-SE "
-                "(VietAnh954/face-antispoof-onnx, Apache-2.0; its ONNX weights read into the "
-                "same network code) on the same 80x80 BGR context crop (scale 2.7; resized to "
+                f"Silent-Face weights, Apache-2.0) and {CELEBA_SECOND} on the same 80x80 BGR "
+                "context crop (scale 2.7; resized to "
                 "128 px RGB for the second), both frozen as published. Each of the 5x5 head "
                 "positions reads MiniFASNetV2's local head features and both networks' pooled "
                 f"head features, divided by their RMS per face (`norm={cfg['norm']}`) and "
@@ -501,9 +505,8 @@ def recipe(cfg: dict) -> str:
                 "position's logit on its face's label, each (group, class) cell weighted "
                 "equally, on the un-augmented crops of the training groups "
                 "(`training.train_fascue.fit_readout`).")
-    second = ("; beside it, frozen, the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-"
-              "antispoof-onnx, Apache-2.0; its ONNX weights read into the same network code) "
-              "on the same crop resized to 128 px RGB, the decoder also reading both "
+    second = (f"; beside it, frozen, {CELEBA_SECOND} on the same crop resized to 128 px "
+              "RGB, the decoder also reading both "
               "networks' pooled head features" if cfg["second"] else "")
     bce = (f"; a logistic loss x{cfg['alpha_bce']} on each face's mean|cue| against its "
            f"label (live below {cfg['spoof_margin'] / 2:g}, width {cfg['bce_width']:g})"
@@ -560,9 +563,7 @@ def md_tail(rep: dict, md: list[str], cards: Path | None) -> str:
                "[feature_probe.md](feature_probe.md), `python -m training.probe_features`) "
                "reaches a mean nested ACER, averaged over its regularisation strengths, of "
                + "; ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items()) + ".", ""]
-    # The shipped weights: the same recipe (its --set options) with --final.
-    final_cmd = rep["command"].replace("train_fascue", "train_fascue --final", 1)
-    md += [f"Re-run: `{rep['command']}`, then `{final_cmd}`."]
+    md += [f"Re-run: `{rep['command']}`, then `{final_command(rep['command'])}`."]
     return "\n".join(md) + "\n"
 
 
@@ -603,10 +604,15 @@ VARIANTS = ("spoof_cue_unet", "spoof_cue_labels_only", "spoof_cue_top_trained",
             "spoof_cue_pix", "spoof_cue_readout_c001", "spoof_cue_readout_c01")
 
 
-def final(out: Path, cfg: FASCueConfig, overrides: list[str] = ()) -> None:
+def final_command(loso_command: str) -> str:
+    """The command that trains the shipped weights of the recipe a card's LOSO command ran
+    (the same ``--set`` options, with ``--final``)."""
+    return loso_command.replace("train_fascue", "train_fascue --final", 1)
+
+
+def final(out: Path, cfg: FASCueConfig) -> None:
     """Train on every group; fp16 safetensors of the generator (encoder + decoder), the
-    registry entry ``spoof_cue`` with the leave-one-source-out gain and metrics
-    (``overrides``: the ``--set`` options of the recipe, for its train command)."""
+    registry entry ``spoof_cue`` with the leave-one-source-out gain and metrics."""
     from safetensors.torch import load_file
 
     from facegate.weights import register
@@ -627,7 +633,6 @@ def final(out: Path, cfg: FASCueConfig, overrides: list[str] = ()) -> None:
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
                          - cue_score(ref, gain)).max())
     base = entry(BASE)
-    recipe_set = f" --set {' '.join(overrides)}" if overrides else ""
     register("spoof_cue", {
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "architecture": (f"FASCueGenerator(width={cfg.width}): U-Net on a MiniFASNetV2 "
@@ -658,9 +663,8 @@ def final(out: Path, cfg: FASCueConfig, overrides: list[str] = ()) -> None:
                    "Anti-Spoofing, licenses/silentface.txt). "
                    + (f"Second encoder: {entry(cfg.second).license} " if cfg.second else "")
                    + RESEARCH_LICENSE,
-        "train_command": f"python -m training.train_fascue --steps {cfg.steps}{recipe_set} "
-                         f"&& python -m training.train_fascue --final --steps {cfg.steps}"
-                         f"{recipe_set}",
+        # The card's LOSO run (where the gain and metrics come from), then these weights.
+        "train_command": f"{card['command']} && {final_command(card['command'])}",
         "config": asdict(cfg)}, out / "registry.json")
     print(f"wrote {path} (gain {gain}, fp16 delta {delta:.5f})")
 
@@ -709,7 +713,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--set {kv}: {k} is true or false")
         setattr(cfg, k, v.lower() in ("true", "1") if kind is bool else kind(v))
     if args.final:
-        final(args.out, cfg, args.set)
+        final(args.out, cfg)
         return
     sets = load_sets()
     add_teacher_scores(sets, fixed_teachers(cfg))
