@@ -352,8 +352,9 @@ def test_linear_readout_training_smoke(tmp_path):
 def test_readout_fitted_by_logistic_regression_serves_its_logits(tmp_path):
     """``fit="logistic"``: the linear readout's head is the L2-regularised logistic regression
     of every position's readout inputs on its face's label (each cell weighted equally), its
-    standardisation folded into the head's batch norm. The generator's 5x5 logit map equals
-    that regression's decision function, fitted here on the same rows, and the served check
+    standardisation folded into the head's batch norm; at several C, the regressions'
+    coefficients and intercepts averaged. The generator's 5x5 logit map equals the mean of
+    those regressions' decision functions, fitted here on the same rows, and the served check
     (safetensors, registry entry) scores as the generator."""
     from sklearn.linear_model import LogisticRegression
 
@@ -365,7 +366,7 @@ def test_readout_fitted_by_logistic_regression_serves_its_logits(tmp_path):
     with pytest.raises(ValueError, match="readout=linear"):
         train([(spoof, 0), (live, 1)], FASCueConfig(fit="logistic"))
     cfg = FASCueConfig(second="celeba_minifas", norm="rms", readout="linear", fit="logistic",
-                       readout_c=0.1)
+                       readout_c="0.01,0.1")
     gen = train([(spoof, 0), (live, 1)], cfg)
     x = as_input(np.concatenate([spoof, live]))
     levels: list = []
@@ -382,9 +383,12 @@ def test_readout_fitted_by_logistic_regression_serves_its_logits(tmp_path):
     y = np.repeat([1] * len(spoof) + [0] * len(live), per_face)
     w = np.where(y == 1, 1 / (len(spoof) * per_face), 1 / (len(live) * per_face))
     std = (rows - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-5)
-    ref = LogisticRegression(C=0.1, max_iter=3000).fit(std, y, sample_weight=w * len(w) / w.sum())
-    np.testing.assert_allclose(logits[:, 0].reshape(-1).numpy(), ref.decision_function(std),
-                               atol=2e-3)
+    refs = [LogisticRegression(C=c, max_iter=3000).fit(std, y, sample_weight=w * len(w) / w.sum())
+            for c in (0.01, 0.1)]
+    # The two strengths give different readouts, so the mean is not either of them.
+    assert np.abs(refs[0].decision_function(std) - refs[1].decision_function(std)).max() > 0.1
+    np.testing.assert_allclose(logits[:, 0].reshape(-1).numpy(),
+                               np.mean([r.decision_function(std) for r in refs], 0), atol=2e-3)
     m = magnitudes(gen, np.concatenate([spoof, live]))
     assert m[:len(spoof)].min() > m[len(spoof):].max()  # the faces it was fitted on separate
     served = _served(gen, tmp_path, {"width": 8, "skips": 0, "norm": "rms",

@@ -132,9 +132,14 @@ class FASCueConfig:
     # "logistic": the linear readout's head fitted as an L2-regularised logistic regression
     # (strength 1 / ``readout_c``) of every position's spoof logit on its face's label (the
     # per-position loss of DeepPixBiS), each (group, class) cell weighted equally, on the
-    # un-augmented crops with both encoders frozen (see :func:`fit_readout`).
+    # un-augmented crops with both encoders frozen (see :func:`fit_readout`). ``readout_c``:
+    # one C, or several comma-separated: one regression at each, their coefficients and
+    # intercepts averaged (a mean over the regularisation path instead of one C picked).
     fit: str = "sgd"
-    readout_c: float = 0.03
+    readout_c: str = "0.03"
+    # With fit="logistic": this many capture-augmented copies of every training face (at
+    # ``augment_p``) added as rows beside the un-augmented one (the faces judged are not).
+    readout_augment: int = 0
 
 
 def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
@@ -229,10 +234,12 @@ def domain_classifier(gen: FASCueGenerator, groups: int) -> torch.nn.Module:
                                torch.nn.Linear(64, groups))
 
 
-def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
-          ) -> FASCueGenerator:
+def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None,
+          readout_cells=None) -> FASCueGenerator:
     """``teacher_cells``: per cell, the fixed teachers' P(spoof) of its faces (``cells``
-    of ``sets[...]["teacher"]``), when ``cfg.teachers`` names any besides BASE."""
+    of ``sets[...]["teacher"]``), when ``cfg.teachers`` names any besides BASE;
+    ``readout_cells``: per cell, its faces' readout inputs already computed
+    (:func:`add_readout_inputs`), for ``fit="logistic"`` (else they are computed here)."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     teacher = published().eval()
@@ -246,7 +253,11 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     if cfg.fit == "logistic":
         if cfg.readout != "linear":
             raise ValueError("fit=logistic fits the linear readout's head: set readout=linear")
-        return fit_readout(gen, train_cells, cfg.readout_c)
+        if cfg.readout_augment and readout_cells is None:
+            raise ValueError("readout_augment: the copies come with add_readout_inputs")
+        if readout_cells is None:
+            readout_cells = [(readout_inputs(gen, crops), c) for crops, c in train_cells]
+        return fit_readout(gen, readout_cells, readout_cs(cfg))
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -375,21 +386,51 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None
     return gen.eval()
 
 
-def fit_readout(gen: FASCueGenerator, train_cells, c: float) -> FASCueGenerator:
-    """The linear readout's head fitted in one convex problem: every face's 5x5 readout
-    inputs (frozen encoders, un-augmented crops) are rows whose target is the face's label
-    (spoof 1), each (group, class) cell weighted equally; an L2-regularised logistic
-    regression (strength 1 / ``c``) on them, standardised per channel. The standardisation
-    becomes the head's batch-norm statistics and the regression its 1x1 convolution (the
-    same weights in all three cue channels), so the served cue computes the fitted logits;
-    the cue is their sigmoid, upsampled as the generator draws it."""
+def readout_cs(cfg: FASCueConfig) -> list[float]:
+    """The regularisation strengths of ``readout_c`` (one, or comma-separated)."""
+    return [float(c) for c in str(cfg.readout_c).split(",") if c]
+
+
+def readout_inputs(gen: FASCueGenerator, crops) -> np.ndarray:
+    """(N, C, 5, 5) what ``gen``'s linear readout reads for each crop (its frozen encoders'
+    head features, normalised per face; the head itself plays no part). Puts ``gen`` in
+    eval mode: the encoders' batch norms read their published statistics (in train mode
+    they would use, and overwrite them with, the batch's)."""
+    gen.eval()
+    return batched(lambda b: gen.readout_input(gen._encode(as_input(b))), crops)
+
+
+def add_readout_inputs(sets: dict, cfg: FASCueConfig) -> None:
+    """``sets[source]["readout"]``: every face's :func:`readout_inputs`, computed once (the
+    encoders are frozen, so every fold's regression reads the same rows): (faces, 1 +
+    ``readout_augment``, C, 5, 5), the un-augmented crop first, then its capture-augmented
+    copies."""
+    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
+    rng = np.random.default_rng(cfg.seed)
+    for s in sets.values():
+        copies = [s["crops"]] + [np.stack([capture_augment(c, rng, cfg.augment_p)
+                                           for c in s["crops"]])
+                                 for _ in range(cfg.readout_augment)]
+        s["readout"] = np.stack([readout_inputs(gen, c).astype(np.float32) for c in copies], 1)
+
+
+def fit_readout(gen: FASCueGenerator, readout_cells, cs: list[float]) -> FASCueGenerator:
+    """The linear readout's head fitted by convex regression: every face's 5x5 readout
+    inputs (``readout_cells``: per (group, class) cell, (faces, [copies,] C, 5, 5) of the
+    frozen encoders on its crops, and the class) are rows whose target is the face's label
+    (spoof 1), each cell weighted equally; an L2-regularised logistic regression (strength
+    1 / C) on them, standardised per channel, at each C of ``cs``, their coefficients and
+    intercepts averaged (the mean logit: still one linear readout). The standardisation
+    becomes the head's batch-norm statistics and the averaged regression its 1x1 convolution
+    (the same weights in all three cue channels), so the served cue computes the fitted
+    logits; the cue is their sigmoid, upsampled as the generator draws it."""
     from sklearn.linear_model import LogisticRegression
 
     gen.eval()
     bn, conv = gen.head
     rows, ys, ws = [], [], []
-    for crops, label in train_cells:
-        h = batched(lambda b: gen.readout_input(gen._encode(as_input(b))), crops)
+    for h, label in readout_cells:
+        h = h.reshape(-1, *h.shape[-3:])  # a face's copies are rows like it
         r = h.transpose(0, 2, 3, 1).reshape(-1, h.shape[1])
         rows.append(r)
         ys.append(np.full(len(r), int(label != D.LIVE)))
@@ -397,21 +438,27 @@ def fit_readout(gen: FASCueGenerator, train_cells, c: float) -> FASCueGenerator:
     x, y, w = np.concatenate(rows), np.concatenate(ys), np.concatenate(ws)
     mean, var = x.mean(0), x.var(0)
     x = (x - mean) / np.sqrt(var + bn.eps)
-    model = LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=w * len(w) / w.sum())
+    w = w * len(w) / w.sum()
+    models = [LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=w) for c in cs]
     with torch.no_grad():
         bn.running_mean.copy_(torch.from_numpy(mean))
         bn.running_var.copy_(torch.from_numpy(var))
-        conv.weight.copy_(torch.from_numpy(model.coef_[0]).float()[None, :, None, None]
+        coef = np.mean([m.coef_[0] for m in models], 0)
+        conv.weight.copy_(torch.from_numpy(coef).float()[None, :, None, None]
                           .expand_as(conv.weight))
-        conv.bias.fill_(float(model.intercept_[0]))
+        conv.bias.fill_(float(np.mean([m.intercept_[0] for m in models])))
     return gen
 
 
 def train_groups(sets: dict, groups: set[str], cfg: FASCueConfig, log: bool = False
                  ) -> FASCueGenerator:
     """:func:`train` on the (group, class) cells of ``groups`` in ``sets`` (with their
-    fixed teachers' scores, :func:`add_teacher_scores`)."""
-    return train(cells(sets, groups), cfg, log, teacher_cells=cells(sets, groups, "teacher"))
+    fixed teachers' scores, :func:`add_teacher_scores`, and their readout inputs where
+    :func:`add_readout_inputs` computed them)."""
+    readout = cells(sets, groups, "readout") if "readout" in next(iter(sets.values())) \
+        else None
+    return train(cells(sets, groups), cfg, log, teacher_cells=cells(sets, groups, "teacher"),
+                 readout_cells=readout)
 
 
 def as_input(crops) -> torch.Tensor:
@@ -491,6 +538,10 @@ CELEBA_SECOND = ("the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-antispoof-on
 def recipe(cfg: dict) -> str:
     """The card's paragraph on what was trained and how (``cfg``: a card's config)."""
     if cfg["fit"] == "logistic":
+        cs = str(cfg["readout_c"]).split(",")
+        strength = (f"C = {cs[0]}, fixed before the run" if len(cs) == 1 else
+                    f"one at each C of {', '.join(cs)}, fixed before the run, their "
+                    "coefficients and intercepts averaged into one readout")
         return ("Linear readout (`facegate.liveness.spoofcue.FASCueGenerator(readout=\"linear\")`"
                 ", DeepPixBiS's per-position head): the MiniFASNetV2 encoder (published "
                 f"Silent-Face weights, Apache-2.0) and {CELEBA_SECOND} on the same 80x80 BGR "
@@ -500,10 +551,14 @@ def recipe(cfg: dict) -> str:
                 f"head features, divided by their RMS per face (`norm={cfg['norm']}`) and "
                 "standardised per channel; a 1x1 convolution gives its spoof logit, and the "
                 "cue is the 5x5 map of sigmoids upsampled to the crop, so mean|cue| is the mean "
-                "per-position P(spoof). Fitted, not trained by SGD: one L2-regularised "
-                f"logistic regression (C = {cfg['readout_c']}, fixed before the run) of every "
+                "per-position P(spoof). Fitted, not trained by SGD: L2-regularised "
+                f"logistic regression ({strength}) of every "
                 "position's logit on its face's label, each (group, class) cell weighted "
                 "equally, on the un-augmented crops of the training groups "
+                + (f"and {cfg['readout_augment']} capture-augmented copies of each "
+                   f"(moire, gamma, colour cast, blur, noise, downscale, JPEG, each at p = "
+                   f"{cfg['augment_p']}) "
+                   if cfg["readout_augment"] else "") +
                 "(`training.train_fascue.fit_readout`).")
     second = (f"; beside it, frozen, {CELEBA_SECOND} on the same crop resized to 128 px "
               "RGB, the decoder also reading both "
@@ -595,13 +650,15 @@ def collapse_note(rep: dict) -> str:
 
 # Recipes measured beside the shipped one (each its own card; see the card's table):
 # spoof_cue_unet is the U-Net shipped before the fitted readout; the readout_c ones are the
-# shipped recipe at other regularisation strengths (how much the fixed C = 0.03 matters).
+# shipped recipe at one regularisation strength each instead of the mean over five
+# (spoof_cue_readout_c003 is the one shipped before that mean).
 VARIANTS = ("spoof_cue_unet", "spoof_cue_labels_only", "spoof_cue_top_trained",
             "spoof_cue_aug06", "spoof_cue_aug06_300", "spoof_cue_norm", "spoof_cue_celeba_min",
             "spoof_cue_lenient_strict", "spoof_cue_ssdg", "spoof_cue_aug06_seed1",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
             "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms",
-            "spoof_cue_pix", "spoof_cue_readout_c001", "spoof_cue_readout_c01")
+            "spoof_cue_pix", "spoof_cue_readout_c001", "spoof_cue_readout_c003",
+            "spoof_cue_readout_c01")
 
 
 def final_command(loso_command: str) -> str:
@@ -621,6 +678,8 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     card = json.loads((out / "cards" / f"{NAME}.json").read_text())
     sets = load_sets()
     add_teacher_scores(sets, fixed_teachers(cfg))
+    if cfg.fit == "logistic":
+        add_readout_inputs(sets, cfg)
     groups = {D.group_of(s) for s in sets}
     gen = train_groups(sets, groups, cfg, log=True)
     path = out / "spoof_cue.safetensors"
@@ -717,6 +776,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     sets = load_sets()
     add_teacher_scores(sets, fixed_teachers(cfg))
+    if cfg.fit == "logistic":
+        add_readout_inputs(sets, cfg)
     groups = sorted({D.group_of(s) for s in sets})
     held = args.groups or groups
     base = json.loads((args.out / "cards" / f"{BASE}.json").read_text())
