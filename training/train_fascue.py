@@ -257,7 +257,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None,
             raise ValueError("readout_augment: the copies come with add_readout_inputs")
         if readout_cells is None:
             readout_cells = [(readout_inputs(gen, crops), c) for crops, c in train_cells]
-        return fit_readout(gen, readout_cells, readout_cs(cfg))
+        return fit_readout(gen, readout_cells, readout_cs(cfg.readout_c))
     aux = SmallResNet(3, widths=(8, 16, 32, 64))
     frozen = [n for n in cfg.frozen.split(",") if n]
     if frozen == ["all"]:
@@ -386,9 +386,10 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None,
     return gen.eval()
 
 
-def readout_cs(cfg: FASCueConfig) -> list[float]:
-    """The regularisation strengths of ``readout_c`` (one, or comma-separated)."""
-    return [float(c) for c in str(cfg.readout_c).split(",") if c]
+def readout_cs(readout_c: str | float) -> list[float]:
+    """The regularisation strengths of a config's ``readout_c`` (one, or comma-separated;
+    a float in cards written before it took several)."""
+    return [float(c) for c in str(readout_c).split(",") if c]
 
 
 def readout_inputs(gen: FASCueGenerator, crops) -> np.ndarray:
@@ -448,6 +449,16 @@ def fit_readout(gen: FASCueGenerator, readout_cells, cs: list[float]) -> FASCueG
                           .expand_as(conv.weight))
         conv.bias.fill_(float(np.mean([m.intercept_[0] for m in models])))
     return gen
+
+
+def prepared_sets(cfg: FASCueConfig) -> dict:
+    """Every source's faces (:func:`load_sets`) with what ``cfg``'s training reads beside
+    the crops: the fixed teachers' scores, and the readout inputs when it fits the readout."""
+    sets = load_sets()
+    add_teacher_scores(sets, fixed_teachers(cfg))
+    if cfg.fit == "logistic":
+        add_readout_inputs(sets, cfg)
+    return sets
 
 
 def train_groups(sets: dict, groups: set[str], cfg: FASCueConfig, log: bool = False
@@ -538,7 +549,7 @@ CELEBA_SECOND = ("the CelebA-Spoof MiniFASNetV2-SE (VietAnh954/face-antispoof-on
 def recipe(cfg: dict) -> str:
     """The card's paragraph on what was trained and how (``cfg``: a card's config)."""
     if cfg["fit"] == "logistic":
-        cs = str(cfg["readout_c"]).split(",")
+        cs = [f"{c:g}" for c in readout_cs(cfg["readout_c"])]
         strength = (f"C = {cs[0]}, fixed before the run" if len(cs) == 1 else
                     f"one at each C of {', '.join(cs)}, fixed before the run, their "
                     "coefficients and intercepts averaged into one readout")
@@ -676,10 +687,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     from training.common import write_safetensors
 
     card = json.loads((out / "cards" / f"{NAME}.json").read_text())
-    sets = load_sets()
-    add_teacher_scores(sets, fixed_teachers(cfg))
-    if cfg.fit == "logistic":
-        add_readout_inputs(sets, cfg)
+    sets = prepared_sets(cfg)
     groups = {D.group_of(s) for s in sets}
     gen = train_groups(sets, groups, cfg, log=True)
     path = out / "spoof_cue.safetensors"
@@ -774,10 +782,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.final:
         final(args.out, cfg)
         return
-    sets = load_sets()
-    add_teacher_scores(sets, fixed_teachers(cfg))
-    if cfg.fit == "logistic":
-        add_readout_inputs(sets, cfg)
+    sets = prepared_sets(cfg)
     groups = sorted({D.group_of(s) for s in sets})
     held = args.groups or groups
     base = json.loads((args.out / "cards" / f"{BASE}.json").read_text())
