@@ -221,12 +221,18 @@ class FASCueGenerator(nn.Module):
     norm without affine terms), map by a 1x1 convolution to a 5x5 spoof-logit map; the cue
     is its sigmoid (0..1, no sign) upsampled to the input's size, so mean|cue| is the mean
     per-position P(spoof). What a linear probe on the frozen features does, drawn as a map.
+
+    ``flip_average``: the cue drawn on the crop and on its mirror image (one batch), the
+    mirror's map flipped back and the two averaged (test-time flip averaging): a face and its
+    mirror are equally valid views, so the mean takes out the part of the cue that changes
+    with the view rather than with print or screen.
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], width: int = 8,
                  skips: int = 4, norm: str = "none",
                  second: Mapping[str, tuple[int, ...]] | None = None,
-                 second_size: int = 128, readout: str = "unet") -> None:
+                 second_size: int = 128, readout: str = "unet",
+                 flip_average: bool = False) -> None:
         super().__init__()
         from facegate.liveness.minifasnet import MiniFASNet
 
@@ -241,6 +247,7 @@ class FASCueGenerator(nn.Module):
         # "rms": only divided by their root mean square (not centred), so the decoder reads
         # their direction, as a linear probe on L2-normalised features does.
         self.norm = norm
+        self.flip_average = flip_average
         self.encoder = MiniFASNet(shapes)
         e = self.encoder
         chans = [e.conv_34.project.conv.out_channels, e.conv_23.project.conv.out_channels,
@@ -321,8 +328,13 @@ class FASCueGenerator(nn.Module):
         return torch.tanh(self.head(h))
 
     def cue(self, x: torch.Tensor) -> torch.Tensor:
-        """The cue map alone (what is served)."""
-        return self._decode(self._encode(x))
+        """The cue map alone (what is served); with ``flip_average``, the mean of the crop's
+        map and its mirror's map flipped back (both in one batch)."""
+        if not self.flip_average:
+            return self._decode(self._encode(x))
+        n = x.shape[0]
+        both = self._decode(self._encode(torch.cat([x, x.flip(3)])))
+        return (both[:n] + both[n:].flip(3)) * 0.5
 
     def forward(self, x: torch.Tensor, levels: list | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -106,13 +106,19 @@ def _reference_cue_scores(faces, e) -> np.ndarray:
     state = {k: v.float() for k, v in load_entry_state(e).items()}
     shapes, second = ({k.removeprefix(p): tuple(v.shape) for k, v in state.items()
                        if k.startswith(p)} for p in ("encoder.", "second."))
-    gen = FASCueGenerator(shapes, **e.extra["arch_kwargs"], second=second or None)
+    kwargs = dict(e.extra["arch_kwargs"])
+    flip = kwargs.pop("flip_average", False)
+    gen = FASCueGenerator(shapes, **kwargs, second=second or None)
     gen.load_state_dict(state)
     gen.eval()
     x = np.stack([reference_silentface_crop(f, e.preprocessing["scale"]) for f in faces])
+    # Flip averaging by hand: the mean|cue| of the crop and of its mirror image (numpy's
+    # flip of the width axis), averaged (the cue is non-negative, so the averaged map's
+    # mean|cue| is the mean of the two).
+    views = [x, x[:, :, ::-1]] if flip else [x]
     with torch.no_grad():
-        cue = gen.cue(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))
-    m = cue.abs().flatten(1).mean(1).numpy()
+        m = np.mean([gen.cue(torch.from_numpy(v.transpose(0, 3, 1, 2).astype(np.float32)))
+                     .abs().flatten(1).mean(1).numpy() for v in views], 0)
     return np.clip(1 - e.extra["cue_gain"] * m, 0, 1)
 
 
@@ -320,6 +326,17 @@ def test_linear_readout_draws_per_position_spoof_probabilities():
         cue, _, _ = gen(x, levels)
     assert levels[-1].shape == (2, 3, 5, 5) and cue.shape == x.shape
     assert ((cue > 0) & (cue < 1)).all() and cue.std() > 1e-3
+    # flip_average: the mean of the crop's map and its mirror's map flipped back, so the
+    # cue of a mirrored crop is the mirrored cue.
+    both = FASCueGenerator(shapes, skips=0, norm="rms", readout="linear", flip_average=True)
+    both.load_state_dict(gen.state_dict())
+    both.eval()
+    with torch.no_grad():
+        mean = (gen.cue(x) + gen.cue(x.flip(3)).flip(3)) / 2
+        torch.testing.assert_close(both.cue(x), mean, atol=1e-6, rtol=0)
+        torch.testing.assert_close(both.cue(x.flip(3)), both.cue(x).flip(3), atol=1e-6,
+                                   rtol=0)
+    assert (both.cue(x) - gen.cue(x)).abs().max() > 1e-4  # not the crop's map alone
     with pytest.raises(ValueError, match="skips=0"):
         FASCueGenerator(shapes, skips=1, readout="linear")
     with pytest.raises(ValueError, match="readout"):

@@ -140,6 +140,9 @@ class FASCueConfig:
     # With fit="logistic": this many capture-augmented copies of every training face (at
     # ``augment_p``) added as rows beside the un-augmented one (the faces judged are not).
     readout_augment: int = 0
+    # The served cue averaged with the cue of the mirrored crop (flipped back): test-time
+    # flip averaging (FASCueGenerator ``flip_average``); the fit reads the crops as they are.
+    flip_average: bool = False
 
 
 def published_state(name: str = BASE) -> dict[str, torch.Tensor]:
@@ -163,7 +166,7 @@ def published(name: str = BASE) -> MiniFASNet:
 
 
 def new_generator(width: int, skips: int, norm: str = "none", second: str = "",
-                  readout: str = "unet") -> FASCueGenerator:
+                  readout: str = "unet", flip_average: bool = False) -> FASCueGenerator:
     base = published().state_dict()
     # The second network's weights as a state dict, not a built network: building one more
     # module would draw from the seeded generator and change the decoder's initialisation.
@@ -171,12 +174,18 @@ def new_generator(width: int, skips: int, norm: str = "none", second: str = "",
     gen = FASCueGenerator(shapes_of(base), width, skips, norm,
                           second=shapes_of(extra) if extra else None,
                           second_size=entry(second).input_size if second else 128,
-                          readout=readout)
+                          readout=readout, flip_average=flip_average)
     gen.encoder.load_state_dict(base)
     if extra:
         gen.second.load_state_dict(extra)
         gen.second.requires_grad_(False)
     return gen
+
+
+def generator_of(cfg: FASCueConfig) -> FASCueGenerator:
+    """A new generator as ``cfg`` describes it (the published encoders loaded)."""
+    return new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout,
+                         cfg.flip_average)
 
 
 def keep_published_statistics(gen: FASCueGenerator) -> None:
@@ -243,7 +252,7 @@ def train(train_cells, cfg: FASCueConfig, log: bool = False, teacher_cells=None,
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     teacher = published().eval()
-    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
+    gen = generator_of(cfg)
     if cfg.alpha_pix and cfg.readout != "linear":
         raise ValueError("alpha_pix is the linear readout's loss: set readout=linear")
     if cfg.alpha_domain and cfg.readout != "unet":
@@ -406,7 +415,7 @@ def add_readout_inputs(sets: dict, cfg: FASCueConfig) -> None:
     encoders are frozen, so every fold's regression reads the same rows): (faces, 1 +
     ``readout_augment``, C, 5, 5), the un-augmented crop first, then its capture-augmented
     copies."""
-    gen = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
+    gen = generator_of(cfg)
     rng = np.random.default_rng(cfg.seed)
     for s in sets.values():
         copies = [s["crops"]] + [np.stack([capture_augment(c, rng, cfg.augment_p)
@@ -570,7 +579,10 @@ def recipe(cfg: dict) -> str:
                    f"(moire, gamma, colour cast, blur, noise, downscale, JPEG, each at p = "
                    f"{cfg['augment_p']}) "
                    if cfg["readout_augment"] else "") +
-                "(`training.train_fascue.fit_readout`).")
+                "(`training.train_fascue.fit_readout`)."
+                + (" Served with test-time flip averaging: the cue of the crop and of its "
+                   "mirror image (flipped back) averaged (`flip_average`); the regression "
+                   "reads the crops as they are." if cfg.get("flip_average") else ""))
     second = (f"; beside it, frozen, {CELEBA_SECOND} on the same crop resized to 128 px "
               "RGB, the decoder also reading both "
               "networks' pooled head features" if cfg["second"] else "")
@@ -669,7 +681,7 @@ VARIANTS = ("spoof_cue_unet", "spoof_cue_labels_only", "spoof_cue_top_trained",
             "spoof_cue_seed1", "spoof_cue_dual", "spoof_cue_dual_bce", "spoof_cue_dual_lenient",
             "spoof_cue_rank", "spoof_cue_dual_bce_labels", "spoof_cue_dual_rms",
             "spoof_cue_pix", "spoof_cue_readout_c001", "spoof_cue_readout_c003",
-            "spoof_cue_readout_c01")
+            "spoof_cue_readout_c01", "spoof_cue_readout_avg")
 
 
 def final_command(loso_command: str) -> str:
@@ -694,7 +706,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
     write_safetensors(gen, path)
     probe = np.concatenate([group_eval(sets, g)[0][:8] for g in sorted(groups)])
     ref = magnitudes(gen, probe)
-    half = new_generator(cfg.width, cfg.skips, cfg.norm, cfg.second, cfg.readout)
+    half = generator_of(cfg)
     half.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     gain = card["cue_gain"]
     delta = float(np.abs(cue_score(magnitudes(half.eval(), probe), gain)
@@ -712,6 +724,7 @@ def final(out: Path, cfg: FASCueConfig) -> None:
                            ", per-position linear readout (DeepPixBiS head), sigmoid cue map"),
         "arch_kwargs": {"width": cfg.width, "skips": cfg.skips, "norm": cfg.norm,
                         "readout": cfg.readout}
+        | ({"flip_average": True} if cfg.flip_average else {})
         | ({"second_size": entry(cfg.second).input_size} if cfg.second else {}),
         "check": "facegate.liveness.spoofcue:FASCueCheck",
         "input_size": base.input_size, "preprocessing": dict(base.preprocessing),
