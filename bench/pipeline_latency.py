@@ -8,7 +8,8 @@ Real frames at two sizes: the hm_apfol live clip (640x480) and the hm_lestari15 
 Stages: JPEG decode, MTCNN on the whole frame, tracking the previous frame's face (as served:
 O-Net alone on its box, else MTCNN on the region around it; and each of the two alone; the
 clips are upright, so the frame is the detector's image), texture CNN, image-quality measures
-+ LDA, eye-state CNN, spoof-cue generator, 68-point landmarks + EAR + head pose, fusion of a
++ LDA, eye-state CNN, spoof-cue generator (and, timed apart, the same without its test-time
+flip averaging: `spoof_cue_one_view`), 68-point landmarks + EAR + head pose, fusion of a
 window, 128-d encoding (runs once per
 decision on 3 frames, not per frame).
 
@@ -137,11 +138,26 @@ def percentiles(v: list[float]) -> dict:
             "p95": round(float(np.percentile(v, 95)), 1), "n": len(v)}
 
 
+def one_view_cue(pipe: LivenessPipeline, runtime: str):
+    """The served spoof cue without its test-time flip averaging (the same weights, one view
+    of the crop), to time what the flip costs; None when the served cue does not flip."""
+    import dataclasses
+
+    cue = pipe.check("spoof_cue")
+    kwargs = dict(cue.entry.extra.get("arch_kwargs", {})) if cue is not None else {}
+    if not kwargs.pop("flip_average", False):
+        return None
+    e = dataclasses.replace(cue.entry, extra=cue.entry.extra | {"arch_kwargs": kwargs})
+    return type(cue).from_entry(e, runtime=runtime)
+
+
 def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselinePath,
-            encoded: list[bytes]) -> dict:
+            encoded: list[bytes], runtime: str = "onnx") -> dict:
+    one_view = one_view_cue(pipe, runtime)
     stages: dict[str, list[float]] = {k: [] for k in (
         "decode", "detect_whole_frame", "detect_tracked", "detect_onet_refine",
-        "detect_region", *(c.name for c in pipe.checks), "landmarks_ear_pose",
+        "detect_region", *(c.name for c in pipe.checks),
+        *(("spoof_cue_one_view",) if one_view is not None else ()), "landmarks_ear_pose",
         "fusion_window", "encode_template")}
     paths: dict[str, list[float]] = {"served": [], "served_2_threads": [],
                                      "served_eager_torch": [], "searched": [],
@@ -171,6 +187,8 @@ def measure(pipe: LivenessPipeline, eager: LivenessPipeline, baseline: BaselineP
             sample = FaceSample(face, face_points68(face), ear)
             for check in pipe.checks:  # each check's own cost (landmarks counted above)
                 stages[check.name].append(timed(check.measure, sample)[1])
+            if one_view is not None:  # the cue without its flip, for what the flip costs
+                stages["spoof_cue_one_view"].append(timed(one_view.measure, sample)[1])
             stages["encode_template"].append(timed(face_template, face)[1])
 
     def stream_pass(threads: int, key: str, searched: bool = False,
@@ -265,8 +283,9 @@ def markdown(result: dict) -> list[str]:
           f"`python bench/pipeline_latency.py`: {result['cores']} cores, {result['frames']} "
           "frames per size, on a worker thread as the server runs them. `served` = decode + "
           "the stream's analysis with the face tracked (whole frame searched every "
-          f"{result['redetect_every']} frames) + every default check (spoof cue, texture, IQA, "
-          f"eye state, landmarks/EAR/pose), {result['torch_threads']} torch thread(s); "
+          f"{result['redetect_every']} frames) + every default check (IQA, CelebA-Spoof, "
+          "eye state, landmarks/EAR/pose; the reported-only spoof cue and texture on every "
+          f"2nd frame), {result['torch_threads']} torch thread(s); "
           f"CNNs on {result['runtime']}; `served_2_threads` = the same on 2 torch threads; "
           "`served_eager_torch` = the CNNs on eager torch; `searched` = the whole frame "
           "searched on every frame; `baseline` = published input sizes, every frame, nothing "
@@ -315,7 +334,8 @@ def main() -> None:
     for size, (name, pad) in CLIPS.items():
         encoded[size] = jpeg_frames(name, pad, args.frames)
         with ThreadPoolExecutor(1) as worker:  # as the server: off the main thread
-            r = worker.submit(measure, pipe, eager, baseline, encoded[size]).result()
+            r = worker.submit(measure, pipe, eager, baseline, encoded[size],
+                              settings.runtime).result()
         result["sizes"][size] = {"clip": f"videos/{name}", **r}
         print(size, json.dumps(r["per_frame_ms"]), flush=True)
     result["grpc_640x480"] = grpc_sessions(encoded["640x480"], args.sessions)
