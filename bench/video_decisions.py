@@ -8,7 +8,10 @@ the share the server would call live: 1.0 is right for a live clip, 0.0 for a re
 
 Aggregations compared (each over the same windows):
 - ``mean`` (the server's): each check's mean score over the window against its threshold,
-  every required check must pass (spoof cue >= 0.96, texture, IQA).
+  every required check must pass (the default rule's checks: ``Settings().checks`` and the
+  registry), and a passing window inside the step-up band (registry ``step_up``) counts as
+  not live, as the server answers a stream that answers no challenge; ``step_up`` is the
+  share of windows the server would ask a challenge.
 - ``vote``: each frame judged alone (its fused frame score >= 0.5), the window live when
   most of its frames are (the "mode").
 - ``single``: one frame decides (each face frame counted once).
@@ -31,7 +34,8 @@ import numpy as np
 
 from facegate.client.media import video_frames
 from facegate.liveness.data import default_data_root
-from facegate.liveness.evaluate import window_results
+from facegate.liveness.evaluate import server_band, window_results
+from facegate.liveness.fusion import band_edges, in_band
 from facegate.liveness.pipeline import FrameAnalysis, LivenessPipeline
 from facegate.liveness.types import LivenessResult
 from facegate.server.frames import FrameLimits, decode_encoded
@@ -85,6 +89,9 @@ def main() -> None:
     cue = pipe.check("spoof_cue")
     cue_thr = cue.threshold if cue is not None else float("nan")
     n = settings.decision_frames
+    band = band_edges(server_band())
+    required = [c.name for c in pipe.checks if c.required]
+    gap_keys = list(dict.fromkeys([*required, "texture_cnn", "spoof_cue", "frame_score"]))
     rows = []
     for clip in sorted((default_data_root() / "videos").glob("*/*/*")):
         analyses, frames = analyse_clip(pipe, clip, args.every, track=True)
@@ -92,7 +99,10 @@ def main() -> None:
         s = np.array([a.scores["texture_cnn"] for a in analyses])
         windows = windows_of(pipe, analyses, n)
         full_windows = windows_of(pipe, searched, n)
-        live_share = float(np.mean([w.live for w in windows])) if windows else float("nan")
+        asked = [in_band(w.score, band) for w in windows]
+        # The server's answer when no challenge is answered: a pass inside the band is not live.
+        answered = [w.live and not a for w, a in zip(windows, asked)]
+        live_share = float(np.mean(answered)) if windows else float("nan")
         frame_live = np.array([a.frame_score >= 0.5 for a in analyses])
         cues = np.array([a.scores["spoof_cue"] for a in analyses if "spoof_cue" in a.scores])
         votes = [frame_live[i:i + n].mean() > 0.5 for i in range(len(windows))]
@@ -105,50 +115,64 @@ def main() -> None:
             "clip": str(clip.relative_to(default_data_root())), "label": clip.parent.name,
             "frames": frames, "face_frames": len(s),
             "first_window_score": round(float(windows[0].score), 4) if windows else None,
-            "first_window_live": bool(windows[0].live) if windows else None,
+            "first_window_live": bool(answered[0]) if windows else None,
+            "first_window_step_up": bool(asked[0]) if windows else None,
             "first_window_failed": [c.name for c in windows[0].checks
                                     if c.required and c.applicable and not c.passed]
             if windows else None,
             "mean_texture_score": round(float(s.mean()), 4) if len(s) else None,
+            "mean_required_scores": {k: round(float(np.mean([a.scores[k] for a in analyses
+                                                             if k in a.scores])), 4)
+                                     for k in required if any(k in a.scores for a in analyses)},
             "windows": len(windows), "live_window_share": round(live_share, 4),
-            "shares": {"mean": round(live_share, 4), "vote": share(votes),
+            "shares": {"mean": round(live_share, 4), "step_up": share(asked),
+                       "passive": share([w.live for w in windows]), "vote": share(votes),
                        "single": share(frame_live), "cue_mean": share(cue_w)},
             "mean_cue_score": round(float(cues.mean()), 4) if len(cues) else None,
             "tracked_frames": sum(a.tracked for a in analyses),
             "whole_frame_search": {
                 "face_frames": len(searched),
-                "live_window_share": share([w.live for w in full_windows]),
-                "max_score_gap": {k: score_gap(analyses, searched, k) for k in
-                                  ("texture_cnn", "iqa_lda", "spoof_cue", "frame_score")}},
+                "live_window_share": share([w.live and not in_band(w.score, band)
+                                            for w in full_windows]),
+                "max_score_gap": {k: score_gap(analyses, searched, k) for k in gap_keys}},
         })
         print(json.dumps(rows[-1]), flush=True)
-    result = {"rule": "all required checks pass (spoof cue, texture CNN, IQA+LDA)",
-              "decision_frames": n, "every": args.every,
+    rule = (f"every required check passes ({', '.join(required)}), over the window's mean; "
+            f"a pass in the step-up band {list(band)} around 0.5 not live (no challenge "
+            "answered)")
+    result = {"rule": rule, "step_up_band": list(band), "decision_frames": n, "every": args.every,
               "redetect_every": settings.redetect_every, "clips": rows}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "video_decisions.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Liveness on the shared videos, per window of 8 face frames", "",
-          "The server's default rule (spoof cue >= 0.96, texture CNN and IQA+LDA must all "
-          f"pass, each over the window's mean), every {args.every}rd frame. Command: "
+          f"The server's default rule ({rule}), every {args.every}rd frame. Command: "
           "`python bench/video_decisions.py`. In-source clips (see the script's docstring).",
           "", "| clip | label | face frames | first window (server's decision) | "
-          "mean texture score | mean spoof-cue score | windows called live: mean (server) "
-          "| vote | single frame | spoof cue alone |", "|---" * 10 + "|"]
+          + "".join(f"mean {k} score | " for k in required)
+          + "mean texture score | mean spoof-cue score | windows called live: server "
+          "| asked a step-up | passive (band ignored) | vote | single frame | spoof cue alone |",
+          "|---" * (12 + len(required)) + "|"]
     for r in rows:
         first = "n/a"
         if r["windows"]:
-            first = f"{r['first_window_score']} ({'live' if r['first_window_live'] else 'spoof'}"
+            verdict = "live" if r["first_window_live"] else \
+                "step-up" if r["first_window_step_up"] else "spoof"
+            first = f"{r['first_window_score']} ({verdict}"
             first += f": {', '.join(r['first_window_failed'])} failed)" \
                 if r["first_window_failed"] else ")"
-        md.append(f"| {r['clip']} | {r['label']} | {r['face_frames']}/{r['frames']} | {first} "
-                  f"| {r['mean_texture_score']} | {r['mean_cue_score']} | "
-                  + " | ".join(str(r["shares"][k]) for k in ("mean", "vote", "single",
-                                                             "cue_mean")) + " |")
-    md += ["", "Share of windows called live; right is 1.0 for live clips, 0.0 for replays.",
+        md.append(f"| {r['clip']} | {r['label']} | {r['face_frames']}/{r['frames']} | {first} | "
+                  + "".join(f"{r['mean_required_scores'].get(k)} | " for k in required)
+                  + f"{r['mean_texture_score']} | {r['mean_cue_score']} | "
+                  + " | ".join(str(r["shares"][k]) for k in ("mean", "step_up", "passive",
+                                                             "vote", "single", "cue_mean"))
+                  + " |")
+    md += ["", "Share of windows called live; right is 1.0 for live clips, 0.0 for replays. "
+           "A window asked a step-up is live only when its user answers the challenges "
+           "(bench/challenge_replay.py: what a recording answers).",
            "", f"## Tracking re-check (face tracked, whole frame searched every "
            f"{settings.redetect_every} frames) against a whole-frame search on every frame", "",
            "| clip | tracked frames | face frames tracked / searched | live share tracked / "
-           "searched | max per-frame gap: texture, IQA, spoof cue, frame score |",
+           f"searched | max per-frame gap: {', '.join(gap_keys)} |",
            "|---|---|---|---|---|"]
     for r in rows:
         w = r["whole_frame_search"]
