@@ -66,6 +66,12 @@ def windows_of(pipe: LivenessPipeline, analyses: list[FrameAnalysis], n: int
     return window_results(pipe, analyses, n)
 
 
+def answered_live(w: LivenessResult, band: tuple[float, float]) -> bool:
+    """The server's answer to a window when no challenge is answered: a pass inside the
+    step-up band is not live."""
+    return w.live and not in_band(w.score, band)
+
+
 def _score(a: FrameAnalysis, key: str) -> float | None:
     return a.frame_score if key == "frame_score" else a.scores.get(key)
 
@@ -100,8 +106,7 @@ def main() -> None:
         windows = windows_of(pipe, analyses, n)
         full_windows = windows_of(pipe, searched, n)
         asked = [in_band(w.score, band) for w in windows]
-        # The server's answer when no challenge is answered: a pass inside the band is not live.
-        answered = [w.live and not a for w, a in zip(windows, asked)]
+        answered = [answered_live(w, band) for w in windows]
         live_share = float(np.mean(answered)) if windows else float("nan")
         frame_live = np.array([a.frame_score >= 0.5 for a in analyses])
         cues = np.array([a.scores["spoof_cue"] for a in analyses if "spoof_cue" in a.scores])
@@ -132,8 +137,7 @@ def main() -> None:
             "tracked_frames": sum(a.tracked for a in analyses),
             "whole_frame_search": {
                 "face_frames": len(searched),
-                "live_window_share": share([w.live and not in_band(w.score, band)
-                                            for w in full_windows]),
+                "live_window_share": share([answered_live(w, band) for w in full_windows]),
                 "max_score_gap": {k: score_gap(analyses, searched, k) for k in gap_keys}},
         })
         print(json.dumps(rows[-1]), flush=True)
